@@ -1,0 +1,1 @@
+//! Cross-service test suites live in the test targets of this crate.
