@@ -1,1 +1,114 @@
-//! placeholder
+//! NATS JetStream for Flywheel: idempotent stream provisioning, typed publish that awaits the
+//! ack and de-duplicates by envelope id, and a consumer runner for durable pull consumers with
+//! retry-after, poison-to-DLQ, progress acks, bounded concurrency and W3C trace propagation.
+//!
+//! Services never talk to async-nats directly for events, so the delivery rules live here once.
+
+mod config;
+mod consumer;
+mod dlq;
+mod error;
+mod publish;
+mod streams;
+mod trace;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+pub use config::BusConfig;
+pub use consumer::{ConsumerSpec, Delivery, Handler, Outcome, run_consumer};
+pub use dlq::{DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ERROR, DLQ_ORIGINAL_ID, DLQ_SEQUENCE, DLQ_STREAM, DLQ_SUBJECT};
+pub use error::{BusError, Result};
+pub use flywheel_events::{StreamKind, Subjects};
+pub use publish::{EVENT_TYPE_HEADER, PublishReceipt};
+
+/// A connection to NATS with JetStream, scoped to one subject prefix.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    subjects: Subjects,
+    config: BusConfig,
+    source: String,
+}
+
+impl Bus {
+    /// Connects to NATS; `source` names this component in published envelopes and client names.
+    ///
+    /// The client reconnects by itself after a server restart; the first connection is retried
+    /// until `connect_timeout` passes.
+    pub async fn connect(config: &BusConfig, source: &str) -> Result<Self> {
+        let subjects = Subjects::new(config.prefix.clone())?;
+        let connect = async_nats::ConnectOptions::new()
+            .name(format!("flywheel-{source}"))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(config.request_timeout_secs.max(1))))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            })
+            .connect(config.url.as_str());
+        let client = tokio::time::timeout(Duration::from_secs(config.connect_timeout_secs.max(1)), connect)
+            .await
+            .map_err(|_| BusError::Connect {
+                url: config.url.clone(),
+                reason: format!("no answer within {}s", config.connect_timeout_secs),
+            })?
+            .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        let jetstream = jetstream::new(client.clone());
+        Ok(Self { client, jetstream, subjects, config: config.clone(), source: source.to_owned() })
+    }
+
+    /// Subject and stream names of this installation.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The configuration this bus was made from.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The component name stamped on published envelopes.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The underlying NATS client, for plain request/reply needs.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// True while the client holds a live connection to the server.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Readiness: connected and JetStream answering.
+    pub async fn check_ready(&self) -> Result<()> {
+        if !self.is_connected() {
+            return Err(BusError::NotConnected);
+        }
+        self.jetstream
+            .get_stream_no_info(self.subjects.stream(StreamKind::Events))
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Jetstream(format!("EVENTS stream not reachable: {e}")))
+    }
+
+    /// Flushes pending publishes and closes the connection.
+    pub async fn drain(&self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "NATS drain");
+        }
+    }
+}
