@@ -32,7 +32,11 @@ pub struct S3Config {
 
 impl Default for ArtifactsConfig {
     fn default() -> Self {
-        Self { url: "file://.flywheel/artifacts".into(), s3: S3Config::default(), max_object_bytes: 10 * 1024 * 1024 * 1024 }
+        Self {
+            url: "file://.flywheel/artifacts".into(),
+            s3: S3Config::default(),
+            max_object_bytes: 10 * 1024 * 1024 * 1024,
+        }
     }
 }
 
@@ -65,7 +69,10 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("allow_http", &self.allow_http)
             .field("path_style", &self.path_style)
             .finish()
@@ -76,8 +83,14 @@ impl ArtifactsConfig {
     /// Checks the URL form; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let ok = self.url == "memory://"
-            || self.url.strip_prefix("file://").is_some_and(|p| !p.is_empty())
-            || self.url.strip_prefix("s3://").is_some_and(|p| !p.is_empty() && !p.starts_with('/'));
+            || self
+                .url
+                .strip_prefix("file://")
+                .is_some_and(|p| !p.is_empty())
+            || self
+                .url
+                .strip_prefix("s3://")
+                .is_some_and(|p| !p.is_empty() && !p.starts_with('/'));
         if !ok {
             return Err(format!(
                 "artifacts.url: expected file://<dir>, memory:// or s3://<bucket>[/<prefix>], got `{}`",
@@ -87,7 +100,9 @@ impl ArtifactsConfig {
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return Err(format!("artifacts.s3.endpoint: expected http(s)://host:port, got `{endpoint}`"));
+            return Err(format!(
+                "artifacts.s3.endpoint: expected http(s)://host:port, got `{endpoint}`"
+            ));
         }
         Ok(())
     }

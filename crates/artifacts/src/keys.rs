@@ -4,7 +4,12 @@ use crate::{ArtifactError, Result};
 
 /// Checks a key before it reaches the store.
 pub fn validate_key(key: &str) -> Result<&str> {
-    let refuse = |reason| Err(ArtifactError::InvalidKey { key: key.chars().take(200).collect(), reason });
+    let refuse = |reason| {
+        Err(ArtifactError::InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return refuse("empty");
     }
@@ -36,10 +41,25 @@ mod tests {
 
     #[test]
     fn refuses_traversal_and_absolute_keys() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a/./b", "a//b", "a\\..\\b", "a/\0", "x/.."] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a\\..\\b",
+            "a/\0",
+            "x/..",
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["a", "datasets/iris/sha256/ab12", "models/m/v1/model.onnx", "a..b/c.."] {
+        for good in [
+            "a",
+            "datasets/iris/sha256/ab12",
+            "models/m/v1/model.onnx",
+            "a..b/c..",
+        ] {
             assert!(validate_key(good).is_ok(), "{good:?} refused");
         }
     }

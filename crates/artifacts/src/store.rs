@@ -44,7 +44,9 @@ pub struct ArtifactStore {
 
 impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactStore").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("ArtifactStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,8 +61,9 @@ impl ArtifactStore {
         let (inner, root): (Arc<dyn ObjectStore>, String) = if url == "memory://" {
             (Arc::new(InMemory::new()), url.to_owned())
         } else if let Some(dir) = url.strip_prefix("file://") {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ArtifactError::Config(format!("cannot create artifacts directory `{dir}`: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ArtifactError::Config(format!("cannot create artifacts directory `{dir}`: {e}"))
+            })?;
             let store = LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| ArtifactError::Config(format!("artifacts directory `{dir}`: {e}")))?
                 .with_automatic_cleanup(true);
@@ -82,19 +85,31 @@ impl ArtifactStore {
             if let Some(secret) = &s3.secret_access_key {
                 builder = builder.with_secret_access_key(secret);
             }
-            let store: Arc<dyn ObjectStore> =
-                Arc::new(builder.build().map_err(|e| ArtifactError::Config(format!("S3 bucket `{bucket}`: {e}")))?);
+            let store: Arc<dyn ObjectStore> = Arc::new(
+                builder
+                    .build()
+                    .map_err(|e| ArtifactError::Config(format!("S3 bucket `{bucket}`: {e}")))?,
+            );
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {
                 (store, format!("s3://{bucket}"))
             } else {
                 validate_key(prefix)?;
-                (Arc::new(PrefixStore::new(store, prefix)), format!("s3://{bucket}/{prefix}"))
+                (
+                    Arc::new(PrefixStore::new(store, prefix)),
+                    format!("s3://{bucket}/{prefix}"),
+                )
             }
         } else {
-            return Err(ArtifactError::Config(format!("unsupported artifacts URL `{url}`")));
+            return Err(ArtifactError::Config(format!(
+                "unsupported artifacts URL `{url}`"
+            )));
         };
-        Ok(Self { inner, root, max_object_bytes: config.max_object_bytes })
+        Ok(Self {
+            inner,
+            root,
+            max_object_bytes: config.max_object_bytes,
+        })
     }
 
     /// A view of this store below `prefix` (per project, per test...).
@@ -114,12 +129,17 @@ impl ArtifactStore {
 
     fn path(key: &str) -> Result<Path> {
         let key = validate_key(key)?;
-        Path::parse(key).map_err(|_| ArtifactError::InvalidKey { key: key.to_owned(), reason: "not a valid object path" })
+        Path::parse(key).map_err(|_| ArtifactError::InvalidKey {
+            key: key.to_owned(),
+            reason: "not a valid object path",
+        })
     }
 
     /// Stores bytes under a key (overwriting).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.inner.put(&Self::path(key)?, PutPayload::from_bytes(bytes)).await?;
+        self.inner
+            .put(&Self::path(key)?, PutPayload::from_bytes(bytes))
+            .await?;
         Ok(())
     }
 
@@ -148,11 +168,18 @@ impl ArtifactStore {
     /// Lists objects whose key starts with the folder `prefix` (empty for everything).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let prefix = prefix.trim_end_matches('/');
-        let path = if prefix.is_empty() { None } else { Some(Self::path(prefix)?) };
+        let path = if prefix.is_empty() {
+            None
+        } else {
+            Some(Self::path(prefix)?)
+        };
         let mut objects: Vec<ObjectInfo> = self
             .inner
             .list(path.as_ref())
-            .map_ok(|meta| ObjectInfo { key: meta.location.to_string(), size: meta.size })
+            .map_ok(|meta| ObjectInfo {
+                key: meta.location.to_string(),
+                size: meta.size,
+            })
             .try_collect()
             .await?;
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -183,7 +210,11 @@ impl ArtifactStore {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin + Send,
     {
-        let staging = format!("{}/.staging/{}", namespace.trim_end_matches('/'), uuid::Uuid::now_v7());
+        let staging = format!(
+            "{}/.staging/{}",
+            namespace.trim_end_matches('/'),
+            uuid::Uuid::now_v7()
+        );
         let staging_path = Self::path(&staging)?;
         let upload = self.inner.put_multipart(&staging_path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -194,7 +225,9 @@ impl ArtifactStore {
                 let chunk = chunk?;
                 size += chunk.len() as u64;
                 if size > self.max_object_bytes {
-                    return Err(ArtifactError::TooLarge { limit: self.max_object_bytes });
+                    return Err(ArtifactError::TooLarge {
+                        limit: self.max_object_bytes,
+                    });
                 }
                 hasher.update(&chunk);
                 // Bounded memory: at most a few parts in flight.
@@ -222,7 +255,11 @@ impl ArtifactStore {
     }
 
     /// Streams a local file into a content-addressed object.
-    pub async fn put_content_file(&self, namespace: &str, file: &std::path::Path) -> Result<ContentRef> {
+    pub async fn put_content_file(
+        &self,
+        namespace: &str,
+        file: &std::path::Path,
+    ) -> Result<ContentRef> {
         let file = tokio::fs::File::open(file).await?;
         let stream = futures::stream::try_unfold(file, |mut file| async move {
             use tokio::io::AsyncReadExt;
@@ -242,7 +279,11 @@ impl ArtifactStore {
         let bytes = self.get(key).await?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(ArtifactError::Corrupted { key: key.to_owned(), expected: sha256.to_owned(), actual });
+            return Err(ArtifactError::Corrupted {
+                key: key.to_owned(),
+                expected: sha256.to_owned(),
+                actual,
+            });
         }
         Ok(bytes)
     }

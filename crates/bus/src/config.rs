@@ -51,16 +51,27 @@ impl BusConfig {
     pub fn validate(&self) -> Result<(), String> {
         for url in self.url.split(',') {
             let url = url.trim();
-            let ok = ["nats://", "tls://", "ws://", "wss://"].iter().any(|scheme| url.starts_with(scheme))
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
                 && url.len() > "nats://".len();
             if !ok {
-                return Err(format!("bus.url: expected nats://host:port (comma-separated for several), got `{url}`"));
+                return Err(format!(
+                    "bus.url: expected nats://host:port (comma-separated for several), got `{url}`"
+                ));
             }
         }
-        flywheel_events::Subjects::new(self.prefix.clone())
-            .map_err(|_| format!("bus.prefix: expected letters, digits, `_` or `-`, got `{}`", self.prefix))?;
+        flywheel_events::Subjects::new(self.prefix.clone()).map_err(|_| {
+            format!(
+                "bus.prefix: expected letters, digits, `_` or `-`, got `{}`",
+                self.prefix
+            )
+        })?;
         if !(1..=5).contains(&self.replicas) {
-            return Err(format!("bus.replicas: expected 1 to 5, got {}", self.replicas));
+            return Err(format!(
+                "bus.replicas: expected 1 to 5, got {}",
+                self.replicas
+            ));
         }
         if self.duplicate_window_secs == 0 {
             return Err("bus.duplicate_window_secs: expected at least 1".into());

@@ -34,7 +34,10 @@ pub enum Outcome {
 impl Outcome {
     /// A retry after `after` with a reason.
     pub fn retry(after: Duration, reason: impl Into<String>) -> Self {
-        Outcome::Retry { after, reason: reason.into() }
+        Outcome::Retry {
+            after,
+            reason: reason.into(),
+        }
     }
 
     /// A poison verdict with a reason.
@@ -97,7 +100,11 @@ pub struct ConsumerSpec {
 
 impl ConsumerSpec {
     /// A spec with production defaults: 30 s ack wait, 10 deliveries, 16 handlers at once.
-    pub fn new(stream: StreamKind, durable: impl Into<String>, filter_subject: impl Into<String>) -> Self {
+    pub fn new(
+        stream: StreamKind,
+        durable: impl Into<String>,
+        filter_subject: impl Into<String>,
+    ) -> Self {
         Self {
             stream,
             durable: durable.into(),
@@ -119,7 +126,11 @@ impl ConsumerSpec {
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
             max_ack_pending: self.max_ack_pending,
-            deliver_policy: if self.deliver_new_only { DeliverPolicy::New } else { DeliverPolicy::All },
+            deliver_policy: if self.deliver_new_only {
+                DeliverPolicy::New
+            } else {
+                DeliverPolicy::All
+            },
             ..Default::default()
         }
     }
@@ -147,7 +158,13 @@ pub async fn run_consumer<H: Handler>(
 
     'outer: while !shutdown.is_cancelled() {
         let batch = (spec.concurrency * 2).clamp(1, 512);
-        let mut messages = match consumer.stream().max_messages_per_batch(batch).heartbeat(Duration::from_secs(5)).messages().await {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+        {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(durable = %spec.durable, error = %e, "cannot pull; retrying");
@@ -157,7 +174,9 @@ pub async fn run_consumer<H: Handler>(
                 // The consumer may be gone (e.g. a server that lost its store): recreate it.
                 match ensure_consumer(&bus, &spec).await {
                     Ok(fresh) => consumer = fresh,
-                    Err(e) => tracing::warn!(durable = %spec.durable, error = %e, "cannot recreate consumer"),
+                    Err(e) => {
+                        tracing::warn!(durable = %spec.durable, error = %e, "cannot recreate consumer")
+                    }
                 }
                 continue;
             }
@@ -228,12 +247,18 @@ async fn ensure_consumer(bus: &Bus, spec: &ConsumerSpec) -> Result<PullConsumer>
         .get_or_create_consumer(&spec.durable, wanted.clone())
         .await
         .map_err(|e| BusError::Jetstream(format!("consumer {}: {e}", spec.durable)))?;
-    let info = consumer.info().await.map_err(|e| BusError::Jetstream(format!("consumer {}: {e}", spec.durable)))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| BusError::Jetstream(format!("consumer {}: {e}", spec.durable)))?;
     if info.config.filter_subject != wanted.filter_subject {
         return Err(BusError::Incompatible {
             what: "consumer",
             name: spec.durable.clone(),
-            detail: format!("filter is `{}`, want `{}`", info.config.filter_subject, wanted.filter_subject),
+            detail: format!(
+                "filter is `{}`, want `{}`",
+                info.config.filter_subject, wanted.filter_subject
+            ),
         });
     }
     Ok(consumer)
@@ -241,16 +266,31 @@ async fn ensure_consumer(bus: &Bus, spec: &ConsumerSpec) -> Result<PullConsumer>
 
 async fn process<H: Handler>(bus: &Bus, spec: &ConsumerSpec, handler: &H, message: Message) {
     let started = Instant::now();
-    let (delivered, stream_sequence) =
-        message.info().map(|i| (u64::try_from(i.delivered).unwrap_or(1), i.stream_sequence)).unwrap_or((1, 0));
-    let content_type_header = message.headers.as_ref().and_then(|h| h.get(CONTENT_TYPE_HEADER)).map(|v| v.as_str());
-    let decoded = ContentType::from_header(content_type_header, &message.payload)
-        .and_then(|ct| flywheel_events::decode(&message.payload, ct).map(|envelope| (envelope, ct)));
+    let (delivered, stream_sequence) = message
+        .info()
+        .map(|i| (u64::try_from(i.delivered).unwrap_or(1), i.stream_sequence))
+        .unwrap_or((1, 0));
+    let content_type_header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(CONTENT_TYPE_HEADER))
+        .map(|v| v.as_str());
+    let decoded = ContentType::from_header(content_type_header, &message.payload).and_then(|ct| {
+        flywheel_events::decode(&message.payload, ct).map(|envelope| (envelope, ct))
+    });
     let (envelope, content_type) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::warn!(durable = %spec.durable, subject = %message.subject, error = %e, "undecodable message");
-            settle(bus, spec, &message, Outcome::Poison(format!("decode: {e}")), delivered, "undecodable").await;
+            settle(
+                bus,
+                spec,
+                &message,
+                Outcome::Poison(format!("decode: {e}")),
+                delivered,
+                "undecodable",
+            )
+            .await;
             return;
         }
     };
@@ -264,7 +304,13 @@ async fn process<H: Handler>(bus: &Bus, spec: &ConsumerSpec, handler: &H, messag
     );
     trace::adopt_parent(&span, message.headers.as_ref());
     let event_type = envelope.event_type();
-    let delivery = Delivery { envelope, subject: message.subject.to_string(), delivered, stream_sequence, content_type };
+    let delivery = Delivery {
+        envelope,
+        subject: message.subject.to_string(),
+        delivered,
+        stream_sequence,
+        content_type,
+    };
     let outcome = async {
         let work = handler.handle(delivery);
         tokio::pin!(work);
@@ -291,16 +337,26 @@ async fn process<H: Handler>(bus: &Bus, spec: &ConsumerSpec, handler: &H, messag
     };
     metrics::histogram!("flywheel_bus_handler_seconds", "consumer" => spec.durable.clone(), "event_type" => event_type)
         .record(started.elapsed().as_secs_f64());
-    settle(bus, spec, &message, outcome, delivered, label).instrument(span).await;
+    settle(bus, spec, &message, outcome, delivered, label)
+        .instrument(span)
+        .await;
 }
 
 /// Turns an outcome into the right ack, copying to the DLQ where needed.
-async fn settle(bus: &Bus, spec: &ConsumerSpec, message: &Message, outcome: Outcome, delivered: u64, label: &'static str) {
+async fn settle(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    message: &Message,
+    outcome: Outcome,
+    delivered: u64,
+    label: &'static str,
+) {
     metrics::counter!("flywheel_bus_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label).increment(1);
     let result = match outcome {
         Outcome::Ack => message.double_ack().await,
         Outcome::Retry { after, reason } => {
-            let exhausted = spec.max_deliver > 0 && delivered >= u64::try_from(spec.max_deliver).unwrap_or(u64::MAX);
+            let exhausted = spec.max_deliver > 0
+                && delivered >= u64::try_from(spec.max_deliver).unwrap_or(u64::MAX);
             if exhausted {
                 let reason = format!("gave up after {delivered} deliveries: {reason}");
                 return dead_letter_then_term(bus, spec, message, &reason).await;
@@ -318,7 +374,10 @@ async fn settle(bus: &Bus, spec: &ConsumerSpec, message: &Message, outcome: Outc
 
 async fn dead_letter_then_term(bus: &Bus, spec: &ConsumerSpec, message: &Message, reason: &str) {
     tracing::warn!(durable = %spec.durable, subject = %message.subject, %reason, "dead-lettering message");
-    match bus.dead_letter(message, spec.stream, &spec.durable, reason).await {
+    match bus
+        .dead_letter(message, spec.stream, &spec.durable, reason)
+        .await
+    {
         Ok(()) => {
             if let Err(e) = message.double_ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "term failed after dead-lettering; the copy is de-duplicated");
@@ -327,7 +386,9 @@ async fn dead_letter_then_term(bus: &Bus, spec: &ConsumerSpec, message: &Message
         Err(e) => {
             // Never drop a message we could not park: try again later.
             tracing::error!(error = %e, "cannot write to DLQ; will retry");
-            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
         }
     }
 }

@@ -23,7 +23,10 @@ pub const DLQ_ORIGINAL_ID: &str = "Flywheel-Dlq-Original-Id";
 
 /// NATS header values cannot hold line breaks and should stay small.
 fn header_safe(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     flat.chars().take(1024).collect()
 }
 
@@ -36,7 +39,10 @@ impl Bus {
         consumer: &str,
         reason: &str,
     ) -> Result<()> {
-        let (sequence, delivered) = message.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 0));
+        let (sequence, delivered) = message
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 0));
         let mut headers = message.headers.clone().unwrap_or_default();
         if let Some(original) = headers.get(NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()) {
             headers.insert(DLQ_ORIGINAL_ID, original.as_str());
@@ -51,9 +57,10 @@ impl Bus {
         headers.insert(DLQ_SEQUENCE, sequence.to_string().as_str());
         headers.insert(DLQ_DELIVERIES, delivered.to_string().as_str());
         let subject = self.subjects.dlq(stream, consumer)?;
-        self.publish_raw(subject, headers, message.payload.clone()).await?;
-        metrics::counter!("flywheel_bus_dead_letters_total", "consumer" => consumer.to_owned()).increment(1);
+        self.publish_raw(subject, headers, message.payload.clone())
+            .await?;
+        metrics::counter!("flywheel_bus_dead_letters_total", "consumer" => consumer.to_owned())
+            .increment(1);
         Ok(())
     }
 }
-

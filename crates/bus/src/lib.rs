@@ -17,7 +17,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 pub use config::BusConfig;
 pub use consumer::{ConsumerSpec, Delivery, Handler, Outcome, run_consumer};
-pub use dlq::{DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ERROR, DLQ_ORIGINAL_ID, DLQ_SEQUENCE, DLQ_STREAM, DLQ_SUBJECT};
+pub use dlq::{
+    DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ERROR, DLQ_ORIGINAL_ID, DLQ_SEQUENCE, DLQ_STREAM, DLQ_SUBJECT,
+};
 pub use error::{BusError, Result};
 pub use flywheel_events::{StreamKind, Subjects};
 pub use publish::{EVENT_TYPE_HEADER, PublishReceipt};
@@ -43,24 +45,40 @@ impl Bus {
             .name(format!("flywheel-{source}"))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(config.request_timeout_secs.max(1))))
+            .request_timeout(Some(Duration::from_secs(
+                config.request_timeout_secs.max(1),
+            )))
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS connection lost; reconnecting")
+                    }
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
             .connect(config.url.as_str());
-        let client = tokio::time::timeout(Duration::from_secs(config.connect_timeout_secs.max(1)), connect)
-            .await
-            .map_err(|_| BusError::Connect {
-                url: config.url.clone(),
-                reason: format!("no answer within {}s", config.connect_timeout_secs),
-            })?
-            .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        let client = tokio::time::timeout(
+            Duration::from_secs(config.connect_timeout_secs.max(1)),
+            connect,
+        )
+        .await
+        .map_err(|_| BusError::Connect {
+            url: config.url.clone(),
+            reason: format!("no answer within {}s", config.connect_timeout_secs),
+        })?
+        .map_err(|e| BusError::Connect {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        })?;
         let jetstream = jetstream::new(client.clone());
-        Ok(Self { client, jetstream, subjects, config: config.clone(), source: source.to_owned() })
+        Ok(Self {
+            client,
+            jetstream,
+            subjects,
+            config: config.clone(),
+            source: source.to_owned(),
+        })
     }
 
     /// Subject and stream names of this installation.

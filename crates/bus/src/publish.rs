@@ -27,7 +27,8 @@ impl Bus {
     #[tracing::instrument(skip_all, fields(event_type = envelope.event_type(), event_id = %envelope.id), err)]
     pub async fn publish(&self, envelope: &Envelope) -> Result<PublishReceipt> {
         let subject = self.subjects.for_event(&envelope.event)?;
-        self.publish_to(subject, envelope, ContentType::MsgPack).await
+        self.publish_to(subject, envelope, ContentType::MsgPack)
+            .await
     }
 
     /// Publishes an event on an explicit subject (e.g. a jobs work queue) in the given codec.
@@ -44,16 +45,25 @@ impl Bus {
         headers.insert(EVENT_TYPE_HEADER, envelope.event_type());
         trace::inject_current(&mut headers);
         let receipt = self.publish_raw(subject, headers, body.into()).await?;
-        metrics::counter!("flywheel_bus_published_total", "event_type" => envelope.event_type()).increment(1);
+        metrics::counter!("flywheel_bus_published_total", "event_type" => envelope.event_type())
+            .increment(1);
         Ok(receipt)
     }
 
     /// Publishes prepared bytes and headers, retrying transient failures (the caller's
     /// `Nats-Msg-Id` makes retries safe).
-    pub async fn publish_raw(&self, subject: String, headers: HeaderMap, body: bytes::Bytes) -> Result<PublishReceipt> {
+    pub async fn publish_raw(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<PublishReceipt> {
         let max = self.client.server_info().max_payload;
         if max > 0 && body.len() > max {
-            return Err(BusError::TooLarge { size: body.len(), max });
+            return Err(BusError::TooLarge {
+                size: body.len(),
+                max,
+            });
         }
         let mut attempt = 0;
         loop {
@@ -68,7 +78,11 @@ impl Bus {
             .await;
             match outcome {
                 Ok(ack) => {
-                    return Ok(PublishReceipt { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate });
+                    return Ok(PublishReceipt {
+                        stream: ack.stream,
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
                 }
                 Err(reason) if attempt < self.config.publish_retries => {
                     attempt += 1;

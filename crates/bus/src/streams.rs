@@ -11,12 +11,26 @@ impl Bus {
     pub fn stream_config(&self, kind: StreamKind) -> Config {
         let c = &self.config;
         let (retention, max_age, description) = match kind {
-            StreamKind::Events => (RetentionPolicy::Limits, c.events_max_age_secs, "Flywheel domain events"),
-            StreamKind::Jobs => (RetentionPolicy::WorkQueue, c.jobs_max_age_secs, "Flywheel training job dispatch"),
-            StreamKind::Predictions => {
-                (RetentionPolicy::Limits, c.predictions_max_age_secs, "Flywheel prediction logs and feedback")
-            }
-            StreamKind::Dlq => (RetentionPolicy::Limits, c.dlq_max_age_secs, "Flywheel dead letters"),
+            StreamKind::Events => (
+                RetentionPolicy::Limits,
+                c.events_max_age_secs,
+                "Flywheel domain events",
+            ),
+            StreamKind::Jobs => (
+                RetentionPolicy::WorkQueue,
+                c.jobs_max_age_secs,
+                "Flywheel training job dispatch",
+            ),
+            StreamKind::Predictions => (
+                RetentionPolicy::Limits,
+                c.predictions_max_age_secs,
+                "Flywheel prediction logs and feedback",
+            ),
+            StreamKind::Dlq => (
+                RetentionPolicy::Limits,
+                c.dlq_max_age_secs,
+                "Flywheel dead letters",
+            ),
         };
         Config {
             name: self.subjects.stream(kind),
@@ -52,11 +66,21 @@ impl Bus {
             .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| BusError::Jetstream(format!("create stream {}: {e}", wanted.name)))?;
-        let info = stream.info().await.map_err(|e| BusError::Jetstream(format!("stream {}: {e}", wanted.name)))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::Jetstream(format!("stream {}: {e}", wanted.name)))?;
         let have = &info.config;
-        let incompatible = |detail: String| BusError::Incompatible { what: "stream", name: wanted.name.clone(), detail };
+        let incompatible = |detail: String| BusError::Incompatible {
+            what: "stream",
+            name: wanted.name.clone(),
+            detail,
+        };
         if have.retention != wanted.retention {
-            return Err(incompatible(format!("retention is {:?}, want {:?}", have.retention, wanted.retention)));
+            return Err(incompatible(format!(
+                "retention is {:?}, want {:?}",
+                have.retention, wanted.retention
+            )));
         }
         let mut have_subjects = have.subjects.clone();
         let mut want_subjects = wanted.subjects.clone();
@@ -75,8 +99,12 @@ impl Bus {
                 .await
                 .map_err(|e| incompatible(format!("update refused: {e}")))?;
             // NATS 2.9 silently ignores fields it does not know; check what it echoes.
-            if updated.config.max_age != wanted.max_age || updated.config.duplicate_window != wanted.duplicate_window {
-                return Err(incompatible("server did not apply max_age/duplicate_window".into()));
+            if updated.config.max_age != wanted.max_age
+                || updated.config.duplicate_window != wanted.duplicate_window
+            {
+                return Err(incompatible(
+                    "server did not apply max_age/duplicate_window".into(),
+                ));
             }
         }
         Ok(())

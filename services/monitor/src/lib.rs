@@ -1,1 +1,30 @@
-//! placeholder
+//! The monitor: streaming drift, quality and performance monitoring over prediction logs, raising alerts that trigger retraining. This crate is the service skeleton its features plug into.
+
+use axum::Router;
+use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
+use tokio::net::TcpListener;
+
+/// The service name: tables, migration table, durable consumers and logs carry it.
+pub const SERVICE: &str = "monitor";
+
+/// Default HTTP port (docs/architecture.md lists them all).
+pub const DEFAULT_PORT: u16 = 8083;
+
+flywheel_db::migrator!(
+    Migrator,
+    "monitor",
+    [flywheel_db::inbox::CreateInbox::new("monitor")]
+);
+
+/// Runs the monitor until `shutdown` is cancelled.
+pub async fn run(
+    settings: ServiceSettings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> ServiceResult {
+    let kit =
+        ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
+            .await?;
+    kit.mount(Router::new());
+    kit.run_until_shutdown().await
+}

@@ -1,0 +1,168 @@
+//! The service kit: what every service does at start and stop, written once.
+//!
+//! `start` serves `/healthz` at once, then connects NATS (and provisions the streams), the
+//! database (and runs the service's migrations) and artifact storage; `/readyz` turns ready
+//! when they answer and the service mounted its routes. `run_until_shutdown` waits for the
+//! token, stops the HTTP server and every spawned task, then drains NATS.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use flywheel_artifacts::ArtifactStore;
+use flywheel_bus::Bus;
+use flywheel_db::{DatabaseConnection, MigratorTrait};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::{self, Mount};
+use crate::{Readiness, ServiceError, ServiceResult, ServiceSettings};
+
+/// Whether a service keeps relational state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// It has tables: connect and migrate.
+    Database,
+    /// It is stateless (no database connection at all).
+    Stateless,
+}
+
+/// A started service's shared handles.
+#[derive(Debug)]
+pub struct ServiceKit {
+    /// Service name, e.g. `registry`.
+    pub name: &'static str,
+    /// Its settings.
+    pub settings: ServiceSettings,
+    /// NATS JetStream, streams provisioned.
+    pub bus: Bus,
+    /// The database, migrated; `None` for stateless services.
+    pub db: Option<DatabaseConnection>,
+    /// Artifact storage.
+    pub artifacts: ArtifactStore,
+    /// Cancelled when the service should stop.
+    pub shutdown: CancellationToken,
+    readiness: Readiness,
+    mount: Mount,
+    tasks: TaskTracker,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl ServiceKit {
+    /// Starts serving health on `listener` and connects every dependency.
+    pub async fn start<M: MigratorTrait>(
+        name: &'static str,
+        settings: ServiceSettings,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        storage: Storage,
+    ) -> ServiceResult<Self> {
+        settings.validate()?;
+        let readiness = Readiness::new(storage == Storage::Database);
+        let mount = Mount::default();
+        let router = http::app(name, readiness.clone(), mount.clone(), &settings.http);
+        let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
+        let server = tokio::spawn(http::serve(listener, router, shutdown.clone(), grace));
+
+        let connected = async {
+            let bus = tokio::select! {
+                bus = Bus::connect(&settings.bus, name) => bus?,
+                _ = shutdown.cancelled() => return Err(ServiceError::Config("shut down while connecting".into())),
+            };
+            bus.provision().await?;
+            readiness.set_bus(bus.clone());
+            let db = match storage {
+                Storage::Database => {
+                    let db = flywheel_db::connect(&settings.db).await?;
+                    flywheel_db::migrate::<M>(&db, name).await?;
+                    readiness.set_db(db.clone());
+                    Some(db)
+                }
+                Storage::Stateless => None,
+            };
+            let artifacts = ArtifactStore::from_config(&settings.artifacts)?;
+            Ok((bus, db, artifacts))
+        }
+        .await;
+        let (bus, db, artifacts) = match connected {
+            Ok(handles) => handles,
+            Err(e) => {
+                shutdown.cancel();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        tracing::info!(service = name, "dependencies connected");
+        Ok(Self {
+            name,
+            settings,
+            bus,
+            db,
+            artifacts,
+            shutdown,
+            readiness,
+            mount,
+            tasks: TaskTracker::new(),
+            server,
+        })
+    }
+
+    /// The database of a service started with [`Storage::Database`].
+    pub fn database(&self) -> ServiceResult<&DatabaseConnection> {
+        self.db.as_ref().ok_or_else(|| {
+            ServiceError::Config(format!("{} was started without a database", self.name))
+        })
+    }
+
+    /// Mounts the service's own routes and marks it ready.
+    pub fn mount(&self, routes: Router) {
+        self.mount.set(routes);
+        self.readiness.set_started();
+    }
+
+    /// Runs a long-lived task (a consumer loop, a ticker) that must stop on shutdown.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ServiceResult> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        let name = self.name;
+        self.tasks.spawn(async move {
+            if let Err(e) = task.await {
+                // A failed background task leaves the service unfit: stop it so an orchestrator
+                // restarts it, instead of limping on half-alive.
+                tracing::error!(service = name, error = %e, "background task failed; shutting down");
+                shutdown.cancel();
+            }
+        });
+    }
+
+    /// Waits for shutdown, then stops the server and tasks and drains NATS.
+    pub async fn run_until_shutdown(self) -> ServiceResult {
+        self.shutdown.cancelled().await;
+        tracing::info!(service = self.name, "stopping");
+        self.tasks.close();
+        let grace = Duration::from_secs(self.settings.http.shutdown_grace_secs);
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = self.name,
+                "background tasks did not stop within the grace period"
+            );
+        }
+        let served = self.server.await;
+        self.bus.drain().await;
+        if let Some(db) = self.db {
+            let _ = db.close().await;
+        }
+        tracing::info!(service = self.name, "stopped");
+        match served {
+            Ok(result) => result.map_err(ServiceError::from),
+            Err(join) => Err(ServiceError::Io(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
