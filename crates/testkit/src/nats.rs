@@ -1,0 +1,81 @@
+//! A private nats-server process, for tests that restart or kill the server.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// A `nats-server -js` on a free loopback port with its own store; killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The nats-server binary: `FLYWHEEL_NATS_SERVER_BIN`, then PATH, then /usr/sbin.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("FLYWHEEL_NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/bin".into()]);
+    for dir in candidates {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("nats-server not found (set FLYWHEEL_NATS_SERVER_BIN or install it; scripts/test.sh does)")
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with a fresh store directory.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut server = Self { port, store: tempfile::tempdir()?, child: None };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new(binary()?)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start nats-server")?;
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("nats-server did not listen on port {} within 5s", self.port)
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown), keeping its store.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        self.spawn().await
+    }
+}
