@@ -58,19 +58,19 @@ impl Bus {
                 }
             })
             .connect(config.url.as_str());
-        let client = tokio::time::timeout(
-            Duration::from_secs(config.connect_timeout_secs.max(1)),
-            connect,
-        )
+        let unreachable = |reason: String| BusError::Connect { url: config.url.clone(), reason };
+        let wait = Duration::from_secs(config.connect_timeout_secs.max(1));
+        // With retry_on_initial_connect the client comes back at once and connects in the
+        // background: wait until it really is connected, so callers see one clear failure.
+        let client = tokio::time::timeout(wait, async {
+            let client = connect.await.map_err(|e| unreachable(e.to_string()))?;
+            while client.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, BusError>(client)
+        })
         .await
-        .map_err(|_| BusError::Connect {
-            url: config.url.clone(),
-            reason: format!("no answer within {}s", config.connect_timeout_secs),
-        })?
-        .map_err(|e| BusError::Connect {
-            url: config.url.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|_| unreachable(format!("no answer within {}s", config.connect_timeout_secs)))??;
         let jetstream = jetstream::new(client.clone());
         Ok(Self {
             client,
