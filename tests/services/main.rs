@@ -25,7 +25,11 @@ where
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(settings, listener, shutdown.clone()));
-    Ok(Running { base, shutdown, task })
+    Ok(Running {
+        base,
+        shutdown,
+        task,
+    })
 }
 
 async fn settings(service: &str, with_db: bool) -> anyhow::Result<ServiceSettings> {
@@ -43,7 +47,10 @@ async fn get(url: &str) -> anyhow::Result<(u16, Value)> {
     let response = reqwest::get(url).await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 async fn wait_ready(base: &str) -> anyhow::Result<Value> {
@@ -53,13 +60,20 @@ async fn wait_ready(base: &str) -> anyhow::Result<Value> {
             return Ok(body);
         }
         if Instant::now() > deadline {
-            bail!("{base} not ready within 30s: {:?}", get(&format!("{base}/readyz")).await);
+            bail!(
+                "{base} not ready within 30s: {:?}",
+                get(&format!("{base}/readyz")).await
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn starts_answers_and_stops<F, Fut>(service: &str, run: F, with_db: bool) -> anyhow::Result<()>
+async fn starts_answers_and_stops<F, Fut>(
+    service: &str,
+    run: F,
+    with_db: bool,
+) -> anyhow::Result<()>
 where
     F: FnOnce(ServiceSettings, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = ServiceResult> + Send + 'static,
@@ -71,32 +85,57 @@ where
     let ready = wait_ready(&app.base).await?;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["nats"], "ok");
-    assert_eq!(ready["checks"].get("database").is_some(), with_db, "{ready}");
-    assert_eq!(get(&format!("{}/healthz", app.base)).await?, (200, serde_json::json!({"status": "alive"})));
+    assert_eq!(
+        ready["checks"].get("database").is_some(),
+        with_db,
+        "{ready}"
+    );
+    assert_eq!(
+        get(&format!("{}/healthz", app.base)).await?,
+        (200, serde_json::json!({"status": "alive"}))
+    );
 
     let (status, body) = get(&format!("{}/no/such/route", app.base)).await?;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found");
 
     let response = reqwest::get(format!("{}/healthz", app.base)).await?;
-    assert!(response.headers().contains_key("x-request-id"), "request ids are set and returned");
-    let metrics = reqwest::get(format!("{}/metrics", app.base)).await?.text().await?;
     assert!(
-        metrics.contains(&format!("flywheel_http_requests_total{{service=\"{service}\"")),
+        response.headers().contains_key("x-request-id"),
+        "request ids are set and returned"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "flywheel_http_requests_total{{service=\"{service}\""
+        )),
         "requests are counted per service:\n{metrics}"
     );
 
     // The service provisioned the streams under its prefix.
-    let jetstream = flywheel_bus::Bus::connect(&flywheel_testkit::bus_config(&prefix), "probe").await?;
+    let jetstream =
+        flywheel_bus::Bus::connect(&flywheel_testkit::bus_config(&prefix), "probe").await?;
     for kind in flywheel_bus::StreamKind::ALL {
         let name = jetstream.subjects().stream(kind);
-        jetstream.jetstream().get_stream(&name).await.with_context(|| format!("{name} missing"))?;
+        jetstream
+            .jetstream()
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("{name} missing"))?;
     }
 
     app.shutdown.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), app.task).await.context("did not stop within 10s")??;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.task)
+        .await
+        .context("did not stop within 10s")??;
     stopped?;
-    assert!(reqwest::get(format!("{}/healthz", app.base)).await.is_err(), "still serving after shutdown");
+    assert!(
+        reqwest::get(format!("{}/healthz", app.base)).await.is_err(),
+        "still serving after shutdown"
+    );
     flywheel_testkit::cleanup_bus(&jetstream).await;
     Ok(())
 }
@@ -136,7 +175,12 @@ async fn without_nats_a_service_is_alive_but_not_ready() -> anyhow::Result<()> {
     settings.db = flywheel_testkit::fresh_sqlite(&std::env::temp_dir());
     let app = start(flywheel_monitor::run, settings).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&format!("{}/healthz", app.base)).await.map(|r| r.0).unwrap_or(0) != 200 {
+    while get(&format!("{}/healthz", app.base))
+        .await
+        .map(|r| r.0)
+        .unwrap_or(0)
+        != 200
+    {
         assert!(Instant::now() < deadline, "healthz never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -148,7 +192,9 @@ async fn without_nats_a_service_is_alive_but_not_ready() -> anyhow::Result<()> {
     assert_eq!(body["code"], "unavailable");
 
     app.shutdown.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), app.task).await.context("did not stop")??;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), app.task)
+        .await
+        .context("did not stop")??;
     assert!(outcome.is_err(), "stopping before connecting is reported");
     Ok(())
 }

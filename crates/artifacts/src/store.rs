@@ -124,7 +124,10 @@ impl ArtifactStore {
 
     /// The same store with another limit for streaming puts.
     pub fn with_max_object_bytes(&self, limit: u64) -> Self {
-        Self { max_object_bytes: limit, ..self.clone() }
+        Self {
+            max_object_bytes: limit,
+            ..self.clone()
+        }
     }
 
     /// The URI of a key, e.g. `s3://bucket/prefix/key`, for events and lineage.

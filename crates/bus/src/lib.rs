@@ -58,7 +58,10 @@ impl Bus {
                 }
             })
             .connect(config.url.as_str());
-        let unreachable = |reason: String| BusError::Connect { url: config.url.clone(), reason };
+        let unreachable = |reason: String| BusError::Connect {
+            url: config.url.clone(),
+            reason,
+        };
         let wait = Duration::from_secs(config.connect_timeout_secs.max(1));
         // With retry_on_initial_connect the client comes back at once and connects in the
         // background: wait until it really is connected, so callers see one clear failure.

@@ -39,7 +39,7 @@ pub fn migration_table(service: &str) -> sea_orm_migration::sea_orm::sea_query::
 
 /// Declares a service's migrator with its own migration table, `<service>_migrations`.
 ///
-/// ```ignore
+/// ```
 /// flywheel_db::migrator!(Migrator, "registry", [flywheel_db::inbox::CreateInbox::new("registry")]);
 /// ```
 #[macro_export]

@@ -153,6 +153,19 @@ pub fn asyncapi() -> Value {
     })
 }
 
+/// Writes every generated file under `dir` (normally `proto/`), removing stale event schemas.
+pub fn write_proto(dir: &std::path::Path) -> std::io::Result<()> {
+    let events = dir.join("events");
+    if events.exists() {
+        std::fs::remove_dir_all(&events)?;
+    }
+    std::fs::create_dir_all(&events)?;
+    for file in proto_files() {
+        std::fs::write(dir.join(&file.path), file.contents)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -210,17 +223,4 @@ mod tests {
             "definitions are hoisted so $refs resolve"
         );
     }
-}
-
-/// Writes every generated file under `dir` (normally `proto/`), removing stale event schemas.
-pub fn write_proto(dir: &std::path::Path) -> std::io::Result<()> {
-    let events = dir.join("events");
-    if events.exists() {
-        std::fs::remove_dir_all(&events)?;
-    }
-    std::fs::create_dir_all(&events)?;
-    for file in proto_files() {
-        std::fs::write(dir.join(&file.path), file.contents)?;
-    }
-    Ok(())
 }

@@ -66,7 +66,8 @@ impl ServiceKit {
         let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
         let server = tokio::spawn(http::serve(listener, router, shutdown.clone(), grace));
 
-        let connected = async {
+        // Boxed: sea-orm's and async-nats' connect futures are large.
+        let connected = Box::pin(async {
             let bus = tokio::select! {
                 bus = Bus::connect(&settings.bus, name) => bus?,
                 _ = shutdown.cancelled() => return Err(ServiceError::Config("shut down while connecting".into())),
@@ -84,7 +85,7 @@ impl ServiceKit {
             };
             let artifacts = ArtifactStore::from_config(&settings.artifacts)?;
             Ok((bus, db, artifacts))
-        }
+        })
         .await;
         let (bus, db, artifacts) = match connected {
             Ok(handles) => handles,

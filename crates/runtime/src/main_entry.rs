@@ -13,7 +13,7 @@ use crate::{ServiceResult, ServiceSettings};
 const USAGE: &str = "usage: flywheel-<service> [--config <file.toml>] [healthcheck]
 
   --config <file>  TOML settings file (also FLYWHEEL_CONFIG); FLYWHEEL__SECTION__KEY variables win
-  healthcheck      exit 0 when the running service answers /healthz (for container health checks)";
+  healthcheck      exit 0 when the running service answers /readyz (for container health checks)";
 
 /// Runs a service binary: parse arguments, load and validate settings (exit 2 with a message
 /// naming the key on error), start telemetry, bind, run until SIGTERM/ctrl-c, flush telemetry.
@@ -102,13 +102,13 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// A dependency-free HTTP/1.0 GET of /healthz, so container images need no curl.
+/// A dependency-free HTTP/1.0 GET of /readyz, so container images need no curl.
 async fn probe_health(port: u16) -> ExitCode {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         stream
-            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
             .await?;
         let mut head = vec![0u8; 64];
         let n = stream.read(&mut head).await?;

@@ -45,9 +45,12 @@ pub fn bus_config(prefix: &str) -> BusConfig {
 /// A connected, provisioned bus on a fresh prefix; streams are deleted by [`cleanup_bus`].
 pub async fn test_bus(source: &str) -> anyhow::Result<Bus> {
     let config = bus_config(&unique_name());
-    let bus = Bus::connect(&config, source)
-        .await
-        .with_context(|| format!("NATS with JetStream must run at {} (scripts/test.sh starts it)", config.url))?;
+    let bus = Bus::connect(&config, source).await.with_context(|| {
+        format!(
+            "NATS with JetStream must run at {} (scripts/test.sh starts it)",
+            config.url
+        )
+    })?;
     bus.provision().await?;
     Ok(bus)
 }
@@ -55,39 +58,59 @@ pub async fn test_bus(source: &str) -> anyhow::Result<Bus> {
 /// Deletes a test prefix's streams.
 pub async fn cleanup_bus(bus: &Bus) {
     for kind in flywheel_bus::StreamKind::ALL {
-        let _ = bus.jetstream().delete_stream(bus.subjects().stream(kind)).await;
+        let _ = bus
+            .jetstream()
+            .delete_stream(bus.subjects().stream(kind))
+            .await;
     }
 }
 
 /// The PostgreSQL server URL without a database (`FLYWHEEL_TEST_DATABASE_URL`).
 pub fn postgres_server_url() -> String {
-    std::env::var("FLYWHEEL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("FLYWHEEL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// Creates a fresh PostgreSQL database and returns its settings.
 pub async fn fresh_postgres() -> anyhow::Result<DbConfig> {
     let server = postgres_server_url();
     let name = format!("flywheel_{}", unique_name());
-    let admin = tokio::time::timeout(Duration::from_secs(10), Database::connect(format!("{server}/postgres")))
-        .await
-        .context("PostgreSQL did not answer within 10s")?
-        .with_context(|| format!("PostgreSQL must run at {server} (scripts/test.sh starts it)"))?;
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    let admin = tokio::time::timeout(
+        Duration::from_secs(10),
+        Database::connect(format!("{server}/postgres")),
+    )
+    .await
+    .context("PostgreSQL did not answer within 10s")?
+    .with_context(|| format!("PostgreSQL must run at {server} (scripts/test.sh starts it)"))?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
     admin.close().await?;
-    Ok(DbConfig { url: format!("{server}/{name}"), max_connections: 5, min_connections: 0, ..DbConfig::default() })
+    Ok(DbConfig {
+        url: format!("{server}/{name}"),
+        max_connections: 5,
+        min_connections: 0,
+        ..DbConfig::default()
+    })
 }
 
 /// Settings for a fresh SQLite file in `dir`.
 pub fn fresh_sqlite(dir: &std::path::Path) -> DbConfig {
-    DbConfig { url: format!("sqlite://{}/{}.db", dir.display(), unique_name()), ..DbConfig::default() }
+    DbConfig {
+        url: format!("sqlite://{}/{}.db", dir.display(), unique_name()),
+        ..DbConfig::default()
+    }
 }
 
 /// The S3 server tests use: `FLYWHEEL_TEST_S3_ENDPOINT` and `FLYWHEEL_TEST_S3_BUCKET`.
 pub fn s3_config(prefix: &str) -> anyhow::Result<ArtifactsConfig> {
     let Ok(endpoint) = std::env::var("FLYWHEEL_TEST_S3_ENDPOINT") else {
-        bail!("FLYWHEEL_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts an S3 server");
+        bail!(
+            "FLYWHEEL_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts an S3 server"
+        );
     };
-    let bucket = std::env::var("FLYWHEEL_TEST_S3_BUCKET").unwrap_or_else(|_| "flywheel-test".into());
+    let bucket =
+        std::env::var("FLYWHEEL_TEST_S3_BUCKET").unwrap_or_else(|_| "flywheel-test".into());
     Ok(ArtifactsConfig {
         url: format!("s3://{bucket}/{prefix}"),
         s3: S3Config {

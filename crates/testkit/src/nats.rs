@@ -22,21 +22,28 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/bin".into()]);
+    let candidates =
+        std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/local/bin".into()]);
     for dir in candidates {
         let candidate = dir.join("nats-server");
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
-    bail!("nats-server not found (set FLYWHEEL_NATS_SERVER_BIN or install it; scripts/test.sh does)")
+    bail!(
+        "nats-server not found (set FLYWHEEL_NATS_SERVER_BIN or install it; scripts/test.sh does)"
+    )
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a fresh store directory.
     pub async fn start() -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self { port, store: tempfile::tempdir()?, child: None };
+        let mut server = Self {
+            port,
+            store: tempfile::tempdir()?,
+            child: None,
+        };
         server.spawn().await?;
         Ok(server)
     }
@@ -48,7 +55,14 @@ impl NatsServer {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let child = Command::new(binary()?)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -57,7 +71,10 @@ impl NatsServer {
             .context("cannot start nats-server")?;
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

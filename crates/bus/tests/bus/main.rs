@@ -35,7 +35,11 @@ fn job_of(delivery: &Delivery) -> String {
 }
 
 fn events_spec(bus: &Bus, durable: &str) -> ConsumerSpec {
-    ConsumerSpec::new(StreamKind::Events, durable, format!("{}.events.>", bus.subjects().prefix()))
+    ConsumerSpec::new(
+        StreamKind::Events,
+        durable,
+        format!("{}.events.>", bus.subjects().prefix()),
+    )
 }
 
 /// Starts a consumer whose handler forwards each delivery and answers with `decide`.
@@ -43,7 +47,11 @@ fn spawn_collector<F>(
     bus: &Bus,
     spec: ConsumerSpec,
     decide: F,
-) -> (mpsc::UnboundedReceiver<(Delivery, Instant)>, CancellationToken, tokio::task::JoinHandle<()>)
+) -> (
+    mpsc::UnboundedReceiver<(Delivery, Instant)>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+)
 where
     F: Fn(&Delivery) -> Outcome + Send + Sync + 'static,
 {
@@ -65,13 +73,21 @@ where
     (rx, shutdown, task)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<(Delivery, Instant)>) -> anyhow::Result<(Delivery, Instant)> {
-    tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.context("no delivery within 20s")?.context("closed")
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<(Delivery, Instant)>,
+) -> anyhow::Result<(Delivery, Instant)> {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .context("no delivery within 20s")?
+        .context("closed")
 }
 
 /// Reads every DLQ entry of a prefix: (headers, body).
 async fn dlq_entries(bus: &Bus) -> anyhow::Result<Vec<(HeaderMap, bytes::Bytes)>> {
-    let mut stream = bus.jetstream().get_stream(bus.subjects().stream(StreamKind::Dlq)).await?;
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Dlq))
+        .await?;
     let state = stream.info().await?.state.clone();
     let mut entries = Vec::new();
     for seq in state.first_sequence..=state.last_sequence {
@@ -110,7 +126,8 @@ async fn round_trip_in_both_codecs_including_plain_json_publishers() -> anyhow::
 
     let json = queued("json");
     let subject = bus.subjects().event("training.job.queued");
-    bus.publish_to(subject.clone(), &json, ContentType::Json).await?;
+    bus.publish_to(subject.clone(), &json, ContentType::Json)
+        .await?;
 
     // An external system with a plain NATS client and no headers at all.
     let external = queued("external");
@@ -145,11 +162,17 @@ async fn duplicate_message_id_is_stored_once() -> anyhow::Result<()> {
     let first = bus.publish(&envelope).await?;
     let second = bus.publish(&envelope).await?;
     assert!(!first.duplicate);
-    assert!(second.duplicate, "the second publish of one id must be recognised");
+    assert!(
+        second.duplicate,
+        "the second publish of one id must be recognised"
+    );
     assert_eq!(first.sequence, second.sequence);
     let other = bus.publish(&queued("other")).await?;
     assert!(!other.duplicate);
-    let mut stream = bus.jetstream().get_stream(bus.subjects().stream(StreamKind::Events)).await?;
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Events))
+        .await?;
     assert_eq!(stream.info().await?.state.messages, 2);
     cleanup_bus(&bus).await;
     Ok(())
@@ -160,7 +183,11 @@ async fn retry_is_redelivered_after_its_backoff() -> anyhow::Result<()> {
     let bus = test_bus("retry").await?;
     let backoff = Duration::from_millis(1500);
     let (mut rx, shutdown, task) = spawn_collector(&bus, events_spec(&bus, "retry"), move |d| {
-        if d.delivered == 1 { Outcome::retry(backoff, "database busy") } else { Outcome::Ack }
+        if d.delivered == 1 {
+            Outcome::retry(backoff, "database busy")
+        } else {
+            Outcome::Ack
+        }
     });
     bus.publish(&queued("flaky")).await?;
     let (first, first_at) = next(&mut rx).await?;
@@ -169,9 +196,17 @@ async fn retry_is_redelivered_after_its_backoff() -> anyhow::Result<()> {
     assert_eq!(second.delivered, 2);
     assert_eq!(first.envelope.id, second.envelope.id);
     let waited = second_at - first_at;
-    assert!(waited >= backoff, "redelivered after {waited:?}, before the {backoff:?} backoff");
+    assert!(
+        waited >= backoff,
+        "redelivered after {waited:?}, before the {backoff:?} backoff"
+    );
     // Acked on the second delivery: nothing more arrives.
-    assert!(tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.is_err(), "acked message came back");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .is_err(),
+        "acked message came back"
+    );
     shutdown.cancel();
     task.await?;
     cleanup_bus(&bus).await;
@@ -182,7 +217,11 @@ async fn retry_is_redelivered_after_its_backoff() -> anyhow::Result<()> {
 async fn poison_and_garbage_land_in_the_dlq_and_the_consumer_keeps_going() -> anyhow::Result<()> {
     let bus = test_bus("poison").await?;
     let (mut rx, shutdown, task) = spawn_collector(&bus, events_spec(&bus, "poison"), |d| {
-        if job_of(d) == "bad" { Outcome::poison("model `churn` does not exist") } else { Outcome::Ack }
+        if job_of(d) == "bad" {
+            Outcome::poison("model `churn` does not exist")
+        } else {
+            Outcome::Ack
+        }
     });
     let subject = bus.subjects().event("training.job.queued");
     bus.publish(&queued("good-1")).await?;
@@ -191,14 +230,19 @@ async fn poison_and_garbage_land_in_the_dlq_and_the_consumer_keeps_going() -> an
     let packed = flywheel_events::encode(&queued("cut"), ContentType::MsgPack)?;
     let mut hostile: Vec<(Option<&str>, Vec<u8>)> = vec![
         (None, vec![0xc1, 0xff, 0x00, 0x13]),
-        (Some("application/msgpack"), packed[..packed.len() / 2].to_vec()),
-        (Some("application/json"), br#"{"id": 42, "payload": []}"#.to_vec()),
+        (
+            Some("application/msgpack"),
+            packed[..packed.len() / 2].to_vec(),
+        ),
+        (
+            Some("application/json"),
+            br#"{"id": 42, "payload": []}"#.to_vec(),
+        ),
         (Some("application/xml"), b"<event/>".to_vec()),
     ];
-    let mut unknown = serde_json::to_value(serde_json::from_slice::<serde_json::Value>(&flywheel_events::encode(
-        &queued("unknown"),
-        ContentType::Json,
-    )?)?)?;
+    let mut unknown = serde_json::to_value(serde_json::from_slice::<serde_json::Value>(
+        &flywheel_events::encode(&queued("unknown"), ContentType::Json)?,
+    )?)?;
     unknown["type"] = "training.job.exploded".into();
     hostile.push((Some("application/json"), serde_json::to_vec(&unknown)?));
     let mut newer = unknown.clone();
@@ -211,7 +255,10 @@ async fn poison_and_garbage_land_in_the_dlq_and_the_consumer_keeps_going() -> an
             headers.insert("Content-Type", *ct);
         }
         headers.insert("X-Origin", "hostile-test");
-        bus.jetstream().publish_with_headers(subject.clone(), headers, body.clone().into()).await?.await?;
+        bus.jetstream()
+            .publish_with_headers(subject.clone(), headers, body.clone().into())
+            .await?
+            .await?;
     }
     bus.publish(&queued("good-2")).await?;
 
@@ -220,26 +267,67 @@ async fn poison_and_garbage_land_in_the_dlq_and_the_consumer_keeps_going() -> an
         handled.push(job_of(&next(&mut rx).await?.0));
     }
     handled.sort();
-    assert_eq!(handled, ["bad", "good-1", "good-2"], "the consumer kept processing after poison");
+    assert_eq!(
+        handled,
+        ["bad", "good-1", "good-2"],
+        "the consumer kept processing after poison"
+    );
 
     let entries = wait_for_dlq(&bus, 1 + hostile.len()).await?;
     assert_eq!(entries.len(), 1 + hostile.len());
-    let errors: Vec<&str> = entries.iter().map(|(h, _)| header(h, flywheel_bus::DLQ_ERROR)).collect();
-    assert!(errors.iter().any(|e| e.contains("model `churn` does not exist")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("unknown event type `training.job.exploded`")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("schema_version 99")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("unsupported content type")), "{errors:?}");
-    assert_eq!(errors.iter().filter(|e| e.starts_with("decode: malformed")).count(), 3, "{errors:?}");
+    let errors: Vec<&str> = entries
+        .iter()
+        .map(|(h, _)| header(h, flywheel_bus::DLQ_ERROR))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("model `churn` does not exist")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unknown event type `training.job.exploded`")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("schema_version 99")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unsupported content type")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.starts_with("decode: malformed"))
+            .count(),
+        3,
+        "{errors:?}"
+    );
     for (headers, body) in &entries {
         assert_eq!(header(headers, flywheel_bus::DLQ_CONSUMER), "poison");
-        assert!(header(headers, flywheel_bus::DLQ_SUBJECT).ends_with(".events.training.job.queued"));
+        assert!(
+            header(headers, flywheel_bus::DLQ_SUBJECT).ends_with(".events.training.job.queued")
+        );
         assert!(!body.is_empty(), "the original body is kept");
     }
-    let originals = entries.iter().filter(|(h, _)| header(h, "X-Origin") == "hostile-test").count();
+    let originals = entries
+        .iter()
+        .filter(|(h, _)| header(h, "X-Origin") == "hostile-test")
+        .count();
     assert_eq!(originals, hostile.len(), "original headers are kept");
 
     // Nothing is redelivered: poison was terminated, not left to time out.
-    assert!(tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .is_err()
+    );
     shutdown.cancel();
     task.await?;
     cleanup_bus(&bus).await;
@@ -251,8 +339,9 @@ async fn exhausted_retries_go_to_the_dlq() -> anyhow::Result<()> {
     let bus = test_bus("exhaust").await?;
     let mut spec = events_spec(&bus, "exhaust");
     spec.max_deliver = 3;
-    let (mut rx, shutdown, task) =
-        spawn_collector(&bus, spec, |_| Outcome::retry(Duration::from_millis(100), "downstream unavailable"));
+    let (mut rx, shutdown, task) = spawn_collector(&bus, spec, |_| {
+        Outcome::retry(Duration::from_millis(100), "downstream unavailable")
+    });
     bus.publish(&queued("doomed")).await?;
     for expected in 1..=3 {
         assert_eq!(next(&mut rx).await?.0.delivered, expected);
@@ -260,7 +349,10 @@ async fn exhausted_retries_go_to_the_dlq() -> anyhow::Result<()> {
     let entries = wait_for_dlq(&bus, 1).await?;
     assert_eq!(entries.len(), 1);
     let error = header(&entries[0].0, flywheel_bus::DLQ_ERROR);
-    assert!(error.contains("gave up after 3 deliveries: downstream unavailable"), "{error}");
+    assert!(
+        error.contains("gave up after 3 deliveries: downstream unavailable"),
+        "{error}"
+    );
     assert_eq!(header(&entries[0].0, flywheel_bus::DLQ_DELIVERIES), "3");
     shutdown.cancel();
     task.await?;
@@ -286,9 +378,14 @@ async fn long_handlers_are_kept_alive_by_progress_acks() -> anyhow::Result<()> {
     };
     let task = tokio::spawn(run_consumer(bus.clone(), spec, handler, shutdown.clone()));
     bus.publish(&queued("slow")).await?;
-    assert_eq!(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?, Some(1));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?,
+        Some(1)
+    );
     assert!(
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .is_err(),
         "a long handler's message was redelivered"
     );
     shutdown.cancel();
@@ -345,7 +442,8 @@ async fn consumer_resumes_after_the_nats_server_restarts() -> anyhow::Result<()>
     config.url = server.url();
     let bus = Bus::connect(&config, "restart-test").await?;
     bus.provision().await?;
-    let (mut rx, shutdown, task) = spawn_collector(&bus, events_spec(&bus, "restart"), |_| Outcome::Ack);
+    let (mut rx, shutdown, task) =
+        spawn_collector(&bus, events_spec(&bus, "restart"), |_| Outcome::Ack);
     bus.publish(&queued("before")).await?;
     assert_eq!(job_of(&next(&mut rx).await?.0), "before");
 
@@ -372,12 +470,21 @@ async fn provisioning_is_idempotent_and_applies_new_limits() -> anyhow::Result<(
     config.events_max_age_secs = 7200;
     let changed = Bus::connect(&config, "provision-test").await?;
     changed.provision().await?;
-    let mut stream = bus.jetstream().get_stream(bus.subjects().stream(StreamKind::Events)).await?;
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Events))
+        .await?;
     let info = stream.info().await?;
     assert_eq!(info.config.max_age, Duration::from_secs(7200));
     assert_eq!(info.state.messages, 1, "re-provisioning keeps messages");
-    let jobs = bus.jetstream().get_stream(bus.subjects().stream(StreamKind::Jobs)).await?;
-    assert_eq!(jobs.cached_info().config.retention, async_nats::jetstream::stream::RetentionPolicy::WorkQueue);
+    let jobs = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Jobs))
+        .await?;
+    assert_eq!(
+        jobs.cached_info().config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
     cleanup_bus(&bus).await;
     Ok(())
 }
@@ -390,7 +497,10 @@ async fn oversized_messages_are_refused_before_sending() -> anyhow::Result<()> {
         q.model = "x".repeat(2 * 1024 * 1024);
     }
     let err = bus.publish(&envelope).await.expect_err("must be refused");
-    assert!(matches!(err, flywheel_bus::BusError::TooLarge { .. }), "{err}");
+    assert!(
+        matches!(err, flywheel_bus::BusError::TooLarge { .. }),
+        "{err}"
+    );
     cleanup_bus(&bus).await;
     Ok(())
 }

@@ -5,7 +5,11 @@ use flywheel_db::sea_orm::{ConnectionTrait, TransactionTrait};
 use flywheel_db::{DbConfig, applied_migrations, connect, migrate};
 
 flywheel_db::migrator!(RegistryMigrator, "registry", [CreateInbox::new("registry")]);
-flywheel_db::migrator!(SchedulerMigrator, "scheduler", [CreateInbox::new("scheduler")]);
+flywheel_db::migrator!(
+    SchedulerMigrator,
+    "scheduler",
+    [CreateInbox::new("scheduler")]
+);
 
 async fn postgres() -> anyhow::Result<(DbConfig, Option<tempfile::TempDir>)> {
     Ok((flywheel_testkit::fresh_postgres().await?, None))
@@ -42,14 +46,25 @@ async fn two_services_migrations_coexist(config: DbConfig) -> anyhow::Result<()>
     migrate::<SchedulerMigrator>(&db, "scheduler").await?;
     // Running again is a no-op, not an error.
     migrate::<RegistryMigrator>(&db, "registry").await?;
-    assert_eq!(applied_migrations(&db, "registry_migrations").await?, ["m0001_registry_create_inbox"]);
-    assert_eq!(applied_migrations(&db, "scheduler_migrations").await?, ["m0001_scheduler_create_inbox"]);
+    assert_eq!(
+        applied_migrations(&db, "registry_migrations").await?,
+        ["m0001_registry_create_inbox"]
+    );
+    assert_eq!(
+        applied_migrations(&db, "scheduler_migrations").await?,
+        ["m0001_scheduler_create_inbox"]
+    );
     // Both services' tables exist side by side.
     for table in ["registry_inbox", "scheduler_inbox"] {
-        db.execute_unprepared(&format!("SELECT count(*) FROM {table}")).await?;
+        db.execute_unprepared(&format!("SELECT count(*) FROM {table}"))
+            .await?;
     }
     // The default table of a lone sea-orm migrator was never created.
-    assert!(db.execute_unprepared("SELECT count(*) FROM seaql_migrations").await.is_err());
+    assert!(
+        db.execute_unprepared("SELECT count(*) FROM seaql_migrations")
+            .await
+            .is_err()
+    );
     flywheel_db::check_ready(&db).await?;
     Ok(())
 }
@@ -58,25 +73,51 @@ async fn inbox_applies_each_event_once(config: DbConfig) -> anyhow::Result<()> {
     let db = connect(&config).await?;
     migrate::<RegistryMigrator>(&db, "registry").await?;
     let event = uuid::Uuid::now_v7();
-    assert!(claim(&db, "registry", "models", event).await?, "first delivery applies");
-    assert!(!claim(&db, "registry", "models", event).await?, "redelivery is recognised");
-    assert!(claim(&db, "registry", "audit", event).await?, "another consumer applies it on its own");
+    assert!(
+        claim(&db, "registry", "models", event).await?,
+        "first delivery applies"
+    );
+    assert!(
+        !claim(&db, "registry", "models", event).await?,
+        "redelivery is recognised"
+    );
+    assert!(
+        claim(&db, "registry", "audit", event).await?,
+        "another consumer applies it on its own"
+    );
 
     // A claim rolled back with its effect leaves the event unapplied.
     let other = uuid::Uuid::now_v7();
     let txn = db.begin().await?;
     assert!(claim(&txn, "registry", "models", other).await?);
     txn.rollback().await?;
-    assert!(claim(&db, "registry", "models", other).await?, "rolled-back claim did not stick");
+    assert!(
+        claim(&db, "registry", "models", other).await?,
+        "rolled-back claim did not stick"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_urls_are_refused_with_the_key_named() {
-    let config = DbConfig { url: "mysql://nope".into(), ..DbConfig::default() };
-    let err = connect(&config).await.expect_err("unsupported scheme").to_string();
+    let config = DbConfig {
+        url: "mysql://nope".into(),
+        ..DbConfig::default()
+    };
+    let err = connect(&config)
+        .await
+        .expect_err("unsupported scheme")
+        .to_string();
     assert!(err.contains("db.url"), "{err}");
-    let config = DbConfig { url: "postgres://u:hunter2@127.0.0.1:1/db".into(), connect_timeout_secs: 1, acquire_timeout_secs: 1, ..DbConfig::default() };
-    let err = connect(&config).await.expect_err("nothing listens on port 1").to_string();
+    let config = DbConfig {
+        url: "postgres://u:hunter2@127.0.0.1:1/db".into(),
+        connect_timeout_secs: 1,
+        acquire_timeout_secs: 1,
+        ..DbConfig::default()
+    };
+    let err = connect(&config)
+        .await
+        .expect_err("nothing listens on port 1")
+        .to_string();
     assert!(!err.contains("hunter2"), "password leaked: {err}");
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Flywheel's one test command: makes sure NATS (JetStream) and PostgreSQL run, starts an S3
+# server on loopback, then runs the format check, clippy -D warnings, the compose check and the
+# whole test suite against those real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with https://rustup.rs"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
+
+trap stop_started_servers EXIT
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+ensure_nats
+ensure_postgres
+start_s3 flywheel-test
+export FLYWHEEL_TEST_NATS_URL="$FLYWHEEL_NATS_URL"
+export FLYWHEEL_TEST_DATABASE_URL="$FLYWHEEL_PG_URL"
+export FLYWHEEL_TEST_S3_ENDPOINT="$FLYWHEEL_S3_ENDPOINT"
+export FLYWHEEL_TEST_S3_BUCKET=flywheel-test
+say "NATS $FLYWHEEL_TEST_NATS_URL · PostgreSQL $FLYWHEEL_TEST_DATABASE_URL · S3 $FLYWHEEL_TEST_S3_ENDPOINT"
+
+# Databases left by earlier runs (tests create one each).
+psql "$FLYWHEEL_TEST_DATABASE_URL/postgres" -Atqc "select datname from pg_database where datname like 'flywheel_t%'" 2>/dev/null |
+  while read -r db; do psql "$FLYWHEEL_TEST_DATABASE_URL/postgres" -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
+
+say "one TLS crypto backend: ring must not be compiled"
+if cargo tree --workspace -e normal -i ring 2>/dev/null | grep -q "^ring v"; then die "ring is in the dependency tree (see docs/architecture.md)"; fi
+
+say "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "docker compose file check"
+python3 scripts/check_compose.py
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+say "all checks passed"
