@@ -38,6 +38,8 @@ pub enum ErrorCode {
     NotFound,
     /// The state forbids it, e.g. a duplicate (409).
     Conflict,
+    /// The request took too long (408).
+    Timeout,
     /// The body is too large (413).
     PayloadTooLarge,
     /// The media type is not accepted (415).
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,6 +208,30 @@ async fn dispatch(State(mount): State<Mount>, request: Request) -> Response {
     }
 }
 
+/// Layers (body limit, timeout) answer in plain text; give every error the one JSON format.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "request timed out"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::BadRequest, "method not allowed"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error; see the server log"),
+        _ => (ErrorCode::BadRequest, "bad request"),
+    };
+    let mut replaced = ApiError::new(code, message).into_response();
+    *replaced.status_mut() = status;
+    replaced
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "alive"}))
 }
@@ -284,6 +311,7 @@ pub fn app(
             tracing::info_span!("http", service, method = %request.method(), uri = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(json_errors))
 }
 
 /// Serves until `shutdown`, then lets in-flight requests finish for up to `grace`.
@@ -305,5 +333,184 @@ pub async fn serve(
             tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::post;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize, Serialize)]
+    struct Train {
+        model: String,
+    }
+
+    fn test_app(max_body_bytes: usize) -> (Router, Mount) {
+        let config = HttpConfig {
+            max_body_bytes,
+            request_timeout_secs: 1,
+            ..HttpConfig::default()
+        };
+        let mount = Mount::default();
+        (
+            app("test", Readiness::new(false), mount.clone(), &config),
+            mount,
+        )
+    }
+
+    fn routes() -> Router {
+        Router::new()
+            .route(
+                "/train",
+                post(|ApiJson(body): ApiJson<Train>| async move { Json(body) }),
+            )
+            .route(
+                "/slow",
+                get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }),
+            )
+            .route(
+                "/boom",
+                get(|| async { ApiError::internal("disk on fire at /var/secret") }),
+            )
+    }
+
+    async fn call(app: &Router, request: Request) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn post_json(uri: &str, content_type: &str, body: &str) -> Request {
+        Request::post(uri)
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn routes_answer_503_until_mounted_then_404_json_for_unknown_paths() {
+        let (app, mount) = test_app(1024);
+        let (status, body) = call(
+            &app,
+            Request::get("/train").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        mount.set(routes());
+        let (status, body) = call(
+            &app,
+            Request::get("/nothing").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let (status, _) = call(
+            &app,
+            Request::get("/healthz").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_4xx_json_errors() {
+        let (app, mount) = test_app(64);
+        mount.set(routes());
+        let (status, body) = call(
+            &app,
+            post_json("/train", "application/json", r#"{"model":"churn"}"#),
+        )
+        .await;
+        assert_eq!(
+            (status, body["model"].as_str()),
+            (StatusCode::OK, Some("churn"))
+        );
+        let (status, body) = call(&app, post_json("/train", "application/json", "{not json")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+        let (status, body) = call(
+            &app,
+            post_json("/train", "text/plain", r#"{"model":"churn"}"#),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("unsupported_media_type")
+            )
+        );
+        let (status, body) = call(
+            &app,
+            post_json("/train", "application/json", r#"{"modle":"churn"}"#),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("unprocessable"))
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("model"),
+            "{body}"
+        );
+        let huge = format!(r#"{{"model":"{}"}}"#, "x".repeat(1000));
+        let (status, body) = call(&app, post_json("/train", "application/json", &huge)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+        );
+        let (status, body) = call(
+            &app,
+            Request::delete("/train").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body["message"].is_string(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn slow_requests_time_out_and_internal_errors_stay_opaque() {
+        let (app, mount) = test_app(1024);
+        mount.set(routes());
+        let (status, body) = call(
+            &app,
+            Request::get("/slow").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            (body["code"].as_str(), body["message"].as_str()),
+            (Some("timeout"), Some("request timed out"))
+        );
+        let (status, body) = call(
+            &app,
+            Request::get("/boom").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !body.to_string().contains("secret"),
+            "internal detail leaked: {body}"
+        );
     }
 }
