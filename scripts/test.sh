@@ -36,6 +36,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "docker compose file check"
 python3 scripts/check_compose.py
+say "event contract check (proto/)"
+python3 scripts/check_proto.py
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
