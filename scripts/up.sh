@@ -38,6 +38,7 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   stop_started_servers
+  exit 0
 }
 trap stop INT TERM EXIT
 

@@ -120,7 +120,7 @@ impl Bus {
             return Err(BusError::NotConnected);
         }
         self.jetstream
-            .get_stream_no_info(self.subjects.stream(StreamKind::Events))
+            .get_stream(self.subjects.stream(StreamKind::Events))
             .await
             .map(|_| ())
             .map_err(|e| BusError::Jetstream(format!("EVENTS stream not reachable: {e}")))
