@@ -220,11 +220,17 @@ mod tests {
             let bytes = std::fs::read(&path).expect("read example");
             let envelope = crate::decode(&bytes, crate::ContentType::Json)
                 .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             assert_eq!(envelope.event_type(), stem, "{}", path.display());
             // And it survives a MessagePack round trip unchanged.
             let packed = crate::encode(&envelope, crate::ContentType::MsgPack).expect("encode");
-            assert_eq!(crate::decode(&packed, crate::ContentType::MsgPack).expect("decode"), envelope);
+            assert_eq!(
+                crate::decode(&packed, crate::ContentType::MsgPack).expect("decode"),
+                envelope
+            );
             count += 1;
         }
         assert!(count >= 3, "expected the committed examples, found {count}");
