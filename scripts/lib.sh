@@ -119,3 +119,16 @@ start_s3() { # bucket
   curl -sf -X PUT "http://127.0.0.1:$port/$1" -o /dev/null || die "S3 server did not start; see $STATE_DIR/s3.log"
   export FLYWHEEL_S3_ENDPOINT="http://127.0.0.1:$port"
 }
+
+# A virtualenv with the stock mlflow client, for the MLflow-compatibility tests.
+# Exports FLYWHEEL_TEST_MLFLOW_PYTHON.
+MLFLOW_VERSION=3.17.2
+ensure_mlflow_client() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/flywheel-tools/mlflow-$MLFLOW_VERSION"
+  if ! "$venv/bin/python" -c "import mlflow" 2>/dev/null; then
+    say "installing mlflow-skinny $MLFLOW_VERSION into $venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; } || die "cannot create a virtualenv"
+    "$venv/bin/pip" install -q "mlflow-skinny==$MLFLOW_VERSION" || die "cannot install mlflow-skinny from PyPI"
+  fi
+  export FLYWHEEL_TEST_MLFLOW_PYTHON="$venv/bin/python"
+}

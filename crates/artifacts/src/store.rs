@@ -194,6 +194,35 @@ impl ArtifactStore {
         Ok(objects)
     }
 
+    /// Immediate children of a folder: files and sub-folder keys (a missing folder is empty).
+    pub async fn list_dir(&self, prefix: &str) -> Result<(Vec<ObjectInfo>, Vec<String>)> {
+        let prefix = prefix.trim_end_matches('/');
+        let path = if prefix.is_empty() {
+            None
+        } else {
+            Some(Self::path(prefix)?)
+        };
+        let listing = match self.inner.list_with_delimiter(path.as_ref()).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(e.into()),
+        };
+        let files = listing
+            .objects
+            .into_iter()
+            .map(|meta| ObjectInfo {
+                key: meta.location.to_string(),
+                size: meta.size,
+            })
+            .collect();
+        let dirs = listing
+            .common_prefixes
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
+        Ok((files, dirs))
+    }
+
     fn content_key(namespace: &str, sha256: &str) -> Result<String> {
         let key = format!("{}/sha256/{sha256}", namespace.trim_end_matches('/'));
         validate_key(&key)?;

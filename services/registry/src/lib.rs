@@ -1,8 +1,21 @@
-//! The registry: the system of record and front door (datasets, runs, model versions, lineage, governance, the MLflow-compatible API and the dashboard). This crate is the service skeleton its features plug into.
+//! The registry: the system of record and front door. Today it holds experiments and runs
+//! (params, metrics with history, tags, proxied artifacts) behind an MLflow-compatible API, so
+//! the stock `mlflow` client logs to Flywheel. Datasets, model versions, governance and the
+//! native `/api/v1` arrive in the rest of the registry issue.
 
-use axum::Router;
+mod error;
+mod migrations;
+mod mlflow;
+mod schema;
+pub mod tracking;
+
+use flywheel_artifacts::ArtifactStore;
 use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
+
+pub use error::{RegistryError, Result};
+pub use migrations::Migrator;
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "registry";
@@ -10,11 +23,14 @@ pub const SERVICE: &str = "registry";
 /// Default HTTP port (docs/architecture.md lists them all).
 pub const DEFAULT_PORT: u16 = 8080;
 
-flywheel_db::migrator!(
-    Migrator,
-    "registry",
-    [flywheel_db::inbox::CreateInbox::new("registry")]
-);
+/// What request handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The registry's database.
+    pub db: DatabaseConnection,
+    /// Artifact storage (MLflow artifacts live under `mlflow-artifacts/`).
+    pub artifacts: ArtifactStore,
+}
 
 /// Runs the registry until `shutdown` is cancelled.
 pub async fn run(
@@ -25,6 +41,10 @@ pub async fn run(
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
-    kit.mount(Router::new());
+    let state = AppState {
+        db: kit.database()?.clone(),
+        artifacts: kit.artifacts.clone(),
+    };
+    kit.mount(mlflow::router().with_state(state));
     kit.run_until_shutdown().await
 }

@@ -1,0 +1,267 @@
+//! The registry's migrations, recorded in `registry_migrations`.
+
+use sea_orm::sea_query::{ColumnDef, Index, Query, Table};
+use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
+
+use crate::schema::{ExperimentTags, Experiments, LatestMetrics, Metrics, Params, RunTags, Runs};
+
+flywheel_db::migrator!(
+    Migrator,
+    "registry",
+    [
+        flywheel_db::inbox::CreateInbox::new("registry"),
+        CreateTracking
+    ]
+);
+
+/// Experiments, runs, params, tags and metrics, plus the `Default` experiment (id 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateTracking;
+
+impl MigrationName for CreateTracking {
+    fn name(&self) -> &str {
+        "m0002_registry_create_tracking"
+    }
+}
+
+fn key_value_table<T: sea_orm::sea_query::Iden + Copy + 'static>(
+    table: T,
+    owner: T,
+    key: T,
+    value: T,
+    owner_is_text: bool,
+) -> sea_orm::sea_query::TableCreateStatement {
+    let mut owner_col = ColumnDef::new(owner);
+    if owner_is_text {
+        owner_col.string_len(64);
+    } else {
+        owner_col.big_integer();
+    }
+    Table::create()
+        .table(table)
+        .if_not_exists()
+        .col(owner_col.not_null())
+        .col(ColumnDef::new(key).string_len(250).not_null())
+        .col(ColumnDef::new(value).text().not_null())
+        .primary_key(Index::create().col(owner).col(key))
+        .to_owned()
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTracking {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Experiments::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Experiments::ExperimentId)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Experiments::Name)
+                            .string_len(500)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Experiments::ArtifactLocation)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Experiments::LifecycleStage)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Experiments::CreationTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Experiments::LastUpdateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(key_value_table(
+                ExperimentTags::Table,
+                ExperimentTags::ExperimentId,
+                ExperimentTags::Key,
+                ExperimentTags::Value,
+                false,
+            ))
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Runs::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Runs::RunId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Runs::ExperimentId).big_integer().not_null())
+                    .col(ColumnDef::new(Runs::RunName).string_len(250).not_null())
+                    .col(ColumnDef::new(Runs::UserId).string_len(250).not_null())
+                    .col(ColumnDef::new(Runs::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(Runs::StartTime).big_integer().not_null())
+                    .col(ColumnDef::new(Runs::EndTime).big_integer().null())
+                    .col(
+                        ColumnDef::new(Runs::LifecycleStage)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Runs::ArtifactUri).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registry_runs_by_experiment")
+                    .table(Runs::Table)
+                    .col(Runs::ExperimentId)
+                    .col(Runs::StartTime)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(key_value_table(
+                Params::Table,
+                Params::RunId,
+                Params::Key,
+                Params::Value,
+                true,
+            ))
+            .await?;
+        manager
+            .create_table(key_value_table(
+                RunTags::Table,
+                RunTags::RunId,
+                RunTags::Key,
+                RunTags::Value,
+                true,
+            ))
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Metrics::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Metrics::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Metrics::RunId).string_len(64).not_null())
+                    .col(ColumnDef::new(Metrics::Key).string_len(250).not_null())
+                    .col(ColumnDef::new(Metrics::Value).double().not_null())
+                    .col(ColumnDef::new(Metrics::IsNan).boolean().not_null())
+                    .col(ColumnDef::new(Metrics::Timestamp).big_integer().not_null())
+                    .col(ColumnDef::new(Metrics::Step).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registry_run_metrics_history")
+                    .table(Metrics::Table)
+                    .col(Metrics::RunId)
+                    .col(Metrics::Key)
+                    .col(Metrics::Step)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LatestMetrics::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LatestMetrics::RunId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LatestMetrics::Key)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LatestMetrics::Value).double().not_null())
+                    .col(ColumnDef::new(LatestMetrics::IsNan).boolean().not_null())
+                    .col(
+                        ColumnDef::new(LatestMetrics::Timestamp)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LatestMetrics::Step).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(LatestMetrics::RunId)
+                            .col(LatestMetrics::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registry_latest_metrics_by_key")
+                    .table(LatestMetrics::Table)
+                    .col(LatestMetrics::Key)
+                    .col(LatestMetrics::Value)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        // MLflow clients start runs in experiment "0" when none is set.
+        let now = chrono_millis();
+        let default = Query::insert()
+            .into_table(Experiments::Table)
+            .columns([
+                Experiments::ExperimentId,
+                Experiments::Name,
+                Experiments::ArtifactLocation,
+                Experiments::LifecycleStage,
+                Experiments::CreationTime,
+                Experiments::LastUpdateTime,
+            ])
+            .values([
+                0i64.into(),
+                "Default".into(),
+                "mlflow-artifacts:/0".into(),
+                "active".into(),
+                now.into(),
+                now.into(),
+            ])
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .to_owned();
+        manager.get_connection().execute(&default).await?;
+        Ok(())
+    }
+}
+
+fn chrono_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

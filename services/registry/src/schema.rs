@@ -1,0 +1,90 @@
+//! Table and column names of the registry's own tables (all prefixed `registry_`, so the
+//! services can share one database).
+
+use sea_orm::DeriveIden;
+
+/// Experiments (MLflow-compatible: id 0 is `Default`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Experiments {
+    #[sea_orm(iden = "registry_experiments")]
+    Table,
+    ExperimentId,
+    Name,
+    ArtifactLocation,
+    LifecycleStage,
+    CreationTime,
+    LastUpdateTime,
+}
+
+/// Experiment tags.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum ExperimentTags {
+    #[sea_orm(iden = "registry_experiment_tags")]
+    Table,
+    ExperimentId,
+    Key,
+    Value,
+}
+
+/// Runs.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Runs {
+    #[sea_orm(iden = "registry_runs")]
+    Table,
+    RunId,
+    ExperimentId,
+    RunName,
+    UserId,
+    Status,
+    StartTime,
+    EndTime,
+    LifecycleStage,
+    ArtifactUri,
+}
+
+/// Run parameters (immutable once logged).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Params {
+    #[sea_orm(iden = "registry_run_params")]
+    Table,
+    RunId,
+    Key,
+    Value,
+}
+
+/// Run tags (overwritable).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum RunTags {
+    #[sea_orm(iden = "registry_run_tags")]
+    Table,
+    RunId,
+    Key,
+    Value,
+}
+
+/// Every logged metric value (history).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Metrics {
+    #[sea_orm(iden = "registry_run_metrics")]
+    Table,
+    Id,
+    RunId,
+    Key,
+    Value,
+    IsNan,
+    Timestamp,
+    Step,
+}
+
+/// The latest value per run and metric key, by `(step, timestamp, value)`.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum LatestMetrics {
+    #[sea_orm(iden = "registry_run_latest_metrics")]
+    Table,
+    RunId,
+    Key,
+    Value,
+    IsNan,
+    Timestamp,
+    Step,
+}
