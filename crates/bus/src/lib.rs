@@ -14,6 +14,7 @@ mod trace;
 
 use std::time::Duration;
 
+pub use async_nats::HeaderMap;
 use async_nats::jetstream;
 pub use config::BusConfig;
 pub use consumer::{ConsumerSpec, Delivery, Handler, Outcome, run_consumer};

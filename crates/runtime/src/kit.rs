@@ -140,6 +140,20 @@ impl ServiceKit {
         });
     }
 
+    /// Starts publishing this service's outbox (see [`crate::outbox`]).
+    pub fn start_outbox(&self) -> ServiceResult {
+        let db = self.database()?.clone();
+        let task = crate::outbox::run_publisher(
+            self.bus.clone(),
+            db,
+            self.name.to_owned(),
+            Duration::from_millis(200),
+            self.shutdown.clone(),
+        );
+        self.spawn(task);
+        Ok(())
+    }
+
     /// Waits for shutdown, then stops the server and tasks and drains NATS.
     pub async fn run_until_shutdown(self) -> ServiceResult {
         self.shutdown.cancelled().await;

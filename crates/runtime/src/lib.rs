@@ -10,6 +10,7 @@ pub mod http;
 mod kit;
 mod main_entry;
 pub mod metrics;
+pub mod outbox;
 pub mod readiness;
 pub mod settings;
 pub mod shutdown;
