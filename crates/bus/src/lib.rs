@@ -67,7 +67,10 @@ impl Bus {
         // With retry_on_initial_connect the client comes back at once and connects in the
         // background: wait until it really is connected, so callers see one clear failure.
         let client = tokio::time::timeout(wait, async {
-            let client = connect.await.map_err(|e| unreachable(e.to_string()))?;
+            // Boxed: async-nats' connect future is large enough to trip clippy in every caller.
+            let client = Box::pin(connect)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
             while client.connection_state() != async_nats::connection::State::Connected {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

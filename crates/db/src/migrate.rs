@@ -8,10 +8,12 @@ use crate::{DbError, Result};
 
 /// Applies every pending migration of `M`.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, service: &str) -> Result<()> {
-    M::up(db, None).await.map_err(|e| DbError::Migration {
-        service: service.to_owned(),
-        reason: e.to_string(),
-    })?;
+    Box::pin(M::up(db, None))
+        .await
+        .map_err(|e| DbError::Migration {
+            service: service.to_owned(),
+            reason: e.to_string(),
+        })?;
     tracing::info!(service, "migrations applied");
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! the stock `mlflow` client logs to Flywheel. Datasets, model versions, governance and the
 //! native `/api/v1` arrive in the rest of the registry issue.
 
+mod api;
 mod error;
 mod migrations;
 mod mlflow;
+pub mod models;
 mod schema;
 pub mod tracking;
 
@@ -30,6 +32,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Artifact storage (MLflow artifacts live under `mlflow-artifacts/`).
     pub artifacts: ArtifactStore,
+    /// NATS, for the subjects of outbox events.
+    pub bus: flywheel_bus::Bus,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
@@ -44,7 +48,9 @@ pub async fn run(
     let state = AppState {
         db: kit.database()?.clone(),
         artifacts: kit.artifacts.clone(),
+        bus: kit.bus.clone(),
     };
-    kit.mount(mlflow::router().with_state(state));
+    kit.start_outbox()?;
+    kit.mount(mlflow::router().merge(api::router()).with_state(state));
     kit.run_until_shutdown().await
 }

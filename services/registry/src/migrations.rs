@@ -4,14 +4,19 @@ use sea_orm::sea_query::{ColumnDef, Index, Query, Table};
 use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
-use crate::schema::{ExperimentTags, Experiments, LatestMetrics, Metrics, Params, RunTags, Runs};
+use crate::schema::{
+    Aliases, Audit, ExperimentTags, Experiments, LatestMetrics, Metrics, ModelTags, Models, Params,
+    RunTags, Runs, VersionTags, Versions,
+};
 
 flywheel_db::migrator!(
     Migrator,
     "registry",
     [
         flywheel_db::inbox::CreateInbox::new("registry"),
-        CreateTracking
+        CreateTracking,
+        CreateModels,
+        flywheel_runtime::outbox::CreateOutbox::new("registry"),
     ]
 );
 
@@ -264,4 +269,148 @@ fn chrono_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Registered models, versions, tags, aliases and the audit log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateModels;
+
+impl MigrationName for CreateModels {
+    fn name(&self) -> &str {
+        "m0003_registry_create_models"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateModels {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Models::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Models::Name)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Models::Description).text().not_null())
+                    .col(ColumnDef::new(Models::CreatedBy).string_len(250).not_null())
+                    .col(ColumnDef::new(Models::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Models::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ModelTags::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(ModelTags::Name).string_len(250).not_null())
+                    .col(ColumnDef::new(ModelTags::Key).string_len(250).not_null())
+                    .col(ColumnDef::new(ModelTags::Value).text().not_null())
+                    .primary_key(Index::create().col(ModelTags::Name).col(ModelTags::Key))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Versions::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Versions::Name).string_len(250).not_null())
+                    .col(ColumnDef::new(Versions::Version).big_integer().not_null())
+                    .col(ColumnDef::new(Versions::Source).text().not_null())
+                    .col(ColumnDef::new(Versions::RunId).string_len(64).null())
+                    .col(ColumnDef::new(Versions::Status).string_len(32).not_null())
+                    .col(
+                        ColumnDef::new(Versions::CurrentStage)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Versions::Description).text().not_null())
+                    .col(
+                        ColumnDef::new(Versions::CreatedBy)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Versions::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Versions::UpdatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Versions::Flavor).string_len(64).not_null())
+                    .col(ColumnDef::new(Versions::Metrics).text().not_null())
+                    .col(ColumnDef::new(Versions::Signature).text().not_null())
+                    .col(ColumnDef::new(Versions::Lineage).text().not_null())
+                    .primary_key(Index::create().col(Versions::Name).col(Versions::Version))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(VersionTags::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(VersionTags::Name).string_len(250).not_null())
+                    .col(
+                        ColumnDef::new(VersionTags::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(VersionTags::Key).string_len(250).not_null())
+                    .col(ColumnDef::new(VersionTags::Value).text().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(VersionTags::Name)
+                            .col(VersionTags::Version)
+                            .col(VersionTags::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Aliases::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Aliases::Name).string_len(250).not_null())
+                    .col(ColumnDef::new(Aliases::Alias).string_len(250).not_null())
+                    .col(ColumnDef::new(Aliases::Version).big_integer().not_null())
+                    .primary_key(Index::create().col(Aliases::Name).col(Aliases::Alias))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Audit::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Audit::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Audit::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Audit::Action).string_len(64).not_null())
+                    .col(ColumnDef::new(Audit::Actor).string_len(250).not_null())
+                    .col(ColumnDef::new(Audit::At).big_integer().not_null())
+                    .col(ColumnDef::new(Audit::Before).text().null())
+                    .col(ColumnDef::new(Audit::After).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registry_audit_by_model")
+                    .table(Audit::Table)
+                    .col(Audit::Model)
+                    .col(Audit::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
 }

@@ -88,3 +88,81 @@ pub(crate) enum LatestMetrics {
     Timestamp,
     Step,
 }
+
+/// Registered models.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Models {
+    #[sea_orm(iden = "registry_models")]
+    Table,
+    Name,
+    Description,
+    CreatedBy,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Registered model tags.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum ModelTags {
+    #[sea_orm(iden = "registry_model_tags")]
+    Table,
+    Name,
+    Key,
+    Value,
+}
+
+/// Immutable model versions.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Versions {
+    #[sea_orm(iden = "registry_model_versions")]
+    Table,
+    Name,
+    Version,
+    Source,
+    RunId,
+    Status,
+    CurrentStage,
+    Description,
+    CreatedBy,
+    CreatedAt,
+    UpdatedAt,
+    Flavor,
+    Metrics,
+    Signature,
+    Lineage,
+}
+
+/// Model version tags.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum VersionTags {
+    #[sea_orm(iden = "registry_model_version_tags")]
+    Table,
+    Name,
+    Version,
+    Key,
+    Value,
+}
+
+/// Aliases (`production`, `champion`, ...) pointing at versions.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Aliases {
+    #[sea_orm(iden = "registry_model_aliases")]
+    Table,
+    Name,
+    Alias,
+    Version,
+}
+
+/// The append-only audit log.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Audit {
+    #[sea_orm(iden = "registry_audit_log")]
+    Table,
+    Id,
+    Model,
+    Action,
+    Actor,
+    At,
+    Before,
+    After,
+}

@@ -5,11 +5,12 @@
 
 mod artifacts;
 mod error;
+mod registry;
 mod tracking;
 mod wire;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 
 use crate::AppState;
 
@@ -75,6 +76,60 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             &format!("{api}/metrics/get-history"),
             get(tracking::metric_history),
+        )
+        .route(
+            &format!("{api}/registered-models/create"),
+            post(registry::create_model),
+        )
+        .route(
+            &format!("{api}/registered-models/get"),
+            get(registry::get_model),
+        )
+        .route(
+            &format!("{api}/registered-models/search"),
+            get(registry::search_models),
+        )
+        .route(
+            &format!("{api}/registered-models/delete"),
+            delete(registry::delete_model),
+        )
+        .route(
+            &format!("{api}/registered-models/set-tag"),
+            post(registry::set_model_tag),
+        )
+        .route(
+            &format!("{api}/registered-models/alias"),
+            post(registry::set_alias)
+                .get(registry::get_alias)
+                .delete(registry::delete_alias),
+        )
+        .route(
+            &format!("{api}/registered-models/get-latest-versions"),
+            post(registry::latest_versions).get(registry::latest_versions_get),
+        )
+        .route(
+            &format!("{api}/model-versions/create"),
+            post(registry::create_version),
+        )
+        .route(
+            &format!("{api}/model-versions/get"),
+            get(registry::get_version),
+        )
+        .route(
+            &format!("{api}/model-versions/search"),
+            get(registry::search_versions),
+        )
+        .route(
+            &format!("{api}/model-versions/set-tag"),
+            post(registry::set_version_tag),
+        )
+        .route(
+            &format!("{api}/model-versions/transition-stage"),
+            post(registry::transition_stage),
+        )
+        .route(
+            &format!("{api}/model-versions/get-download-uri"),
+            get(registry::download_uri),
         )
         .route(&format!("{api}/{{*rest}}"), any(endpoint_not_found))
         .route("/api/2.0/mlflow-artifacts/artifacts", get(artifacts::list))

@@ -223,8 +223,31 @@ pub(crate) fn parse_entity(word: &str) -> Result<Entity> {
     })
 }
 
-/// Parses a whole filter string; empty means no condition.
+/// A comparison before its identifier is interpreted: `ident op literal`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawClause {
+    pub(crate) ident: String,
+    pub(crate) op: Op,
+    pub(crate) literal: Literal,
+}
+
+/// Parses a run filter string; empty means no condition.
 pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Clause>> {
+    parse_raw(filter)?
+        .into_iter()
+        .map(|raw| {
+            check(Clause {
+                entity: parse_entity(&raw.ident)?,
+                op: raw.op,
+                literal: raw.literal,
+            })
+        })
+        .collect()
+}
+
+/// Parses `ident op literal [AND ...]` without interpreting identifiers (shared by the run,
+/// registered-model and model-version searches).
+pub(crate) fn parse_raw(filter: &str) -> Result<Vec<RawClause>> {
     let tokens = tokenize(filter)?;
     let mut clauses = Vec::new();
     let mut pos = 0;
@@ -242,7 +265,7 @@ pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Clause>> {
         let Some(Token::Word(word)) = tokens.get(pos) else {
             return Err(invalid("expected an identifier such as metrics.accuracy"));
         };
-        let entity = parse_entity(word)?;
+        let ident = word.clone();
         pos += 1;
         let (op, consumed) = match (tokens.get(pos), tokens.get(pos + 1), tokens.get(pos + 2)) {
             (Some(Token::Op(o)), _, _) => (
@@ -331,17 +354,13 @@ pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Clause>> {
                 literal
             }
         };
-        clauses.push(check(Clause {
-            entity,
-            op,
-            literal,
-        })?);
+        clauses.push(RawClause { ident, op, literal });
     }
     Ok(clauses)
 }
 
 /// Rejects combinations MLflow rejects (e.g. `LIKE` on a metric, a string compared to a metric).
-fn check(clause: Clause) -> Result<Clause> {
+pub(crate) fn check(clause: Clause) -> Result<Clause> {
     let numeric_ops = [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge];
     let string_ops = [
         Op::Eq,
@@ -377,7 +396,7 @@ fn check(clause: Clause) -> Result<Clause> {
     }
 }
 
-fn compare(column: Expr, op: Op, literal: &Literal) -> Expr {
+pub(crate) fn compare(column: Expr, op: Op, literal: &Literal) -> Expr {
     let lower = |e: Expr| Expr::expr(Func::lower(e));
     match (op, literal) {
         (Op::Eq, Literal::Number(n)) => column.eq(*n),

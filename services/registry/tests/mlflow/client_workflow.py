@@ -65,4 +65,30 @@ try:
 except mlflow.exceptions.MlflowException as e:
     assert e.error_code == "RESOURCE_DOES_NOT_EXIST", e.error_code
 
+# The model registry.
+client.create_registered_model("churn", tags={"team": "growth"}, description="who leaves")
+try:
+    client.create_registered_model("churn")
+    raise AssertionError("a duplicate registered model was accepted")
+except mlflow.exceptions.MlflowException as e:
+    assert e.error_code == "RESOURCE_ALREADY_EXISTS", e.error_code
+v1 = client.create_model_version("churn", f"runs:/{run_id}/model", run_id=run_id)
+assert (v1.version, v1.status, v1.current_stage) == ("1", "READY", "None"), v1
+v2 = client.create_model_version("churn", "s3://models/churn/2", tags={"candidate": "yes"})
+assert v2.version == "2"
+client.set_registered_model_alias("churn", "champion", "1")
+assert client.get_model_version_by_alias("churn", "champion").version == "1"
+client.set_registered_model_alias("churn", "champion", "2")
+model = client.get_registered_model("churn")
+assert model.aliases == {"champion": "2"}, model.aliases
+assert model.tags == {"team": "growth"}
+client.set_model_version_tag("churn", "1", "validated", "true")
+assert client.get_model_version("churn", "1").tags == {"validated": "true"}
+versions = client.search_model_versions("name = 'churn'", order_by=["version_number ASC"])
+assert [v.version for v in versions] == ["1", "2"], versions
+assert [m.name for m in client.search_registered_models()] == ["churn"]
+client.delete_registered_model_alias("churn", "champion")
+assert client.get_registered_model("churn").aliases == {}
+assert client.get_model_version_download_uri("churn", "2") == "s3://models/churn/2"
+
 print(f"mlflow {mlflow.__version__}: tracking workflow passed against {os.environ['MLFLOW_TRACKING_URI']}")

@@ -11,6 +11,7 @@ use serde_json::Value;
 /// A running registry.
 pub(crate) struct Registry {
     pub(crate) base: String,
+    pub(crate) prefix: String,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<ServiceResult>,
@@ -30,7 +31,8 @@ impl Registry {
             Backend::Sqlite => flywheel_testkit::fresh_sqlite(dir.path()),
         };
         let mut settings = ServiceSettings::defaults_for("registry", 0);
-        settings.bus = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
+        let prefix = flywheel_testkit::unique_name();
+        settings.bus = flywheel_testkit::bus_config(&prefix);
         settings.db = db;
         settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
         settings.http.shutdown_grace_secs = 3;
@@ -40,6 +42,7 @@ impl Registry {
         let task = tokio::spawn(flywheel_registry::run(settings, listener, shutdown.clone()));
         let registry = Self {
             base,
+            prefix,
             http: reqwest::Client::new(),
             shutdown,
             task,

@@ -3,4 +3,5 @@
 
 mod client;
 mod helpers;
+mod registry;
 mod tracking;
