@@ -16,6 +16,12 @@ pub enum RegistryError {
     /// A value is malformed or not allowed.
     #[error("{0}")]
     InvalidParameter(String),
+    /// The actor may not do this (e.g. approve their own version under four eyes).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is well-formed but the state forbids it (e.g. failed quality gates).
+    #[error("{0}")]
+    Refused(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -53,6 +59,8 @@ impl RegistryError {
             RegistryError::NotFound(_) => ErrorCode::NotFound,
             RegistryError::AlreadyExists(_) => ErrorCode::Conflict,
             RegistryError::InvalidParameter(_) => ErrorCode::BadRequest,
+            RegistryError::Forbidden(_) => ErrorCode::Forbidden,
+            RegistryError::Refused(_) => ErrorCode::Unprocessable,
             RegistryError::Db(_) | RegistryError::Artifacts(_) => ErrorCode::Internal,
         }
     }

@@ -5,8 +5,8 @@ use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Aliases, Audit, ExperimentTags, Experiments, LatestMetrics, Metrics, ModelTags, Models, Params,
-    RunTags, Runs, VersionTags, Versions,
+    Aliases, Approvals, Audit, ExperimentTags, Experiments, LatestMetrics, Metrics, ModelTags,
+    Models, Params, Policies, Promotions, RunTags, Runs, VersionTags, Versions,
 };
 
 flywheel_db::migrator!(
@@ -17,6 +17,7 @@ flywheel_db::migrator!(
         CreateTracking,
         CreateModels,
         flywheel_runtime::outbox::CreateOutbox::new("registry"),
+        CreateGovernance,
     ]
 );
 
@@ -409,6 +410,104 @@ impl MigrationTrait for CreateModels {
                     .col(Audit::Model)
                     .col(Audit::Id)
                     .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Policies, promotion requests and approvals.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateGovernance;
+
+impl MigrationName for CreateGovernance {
+    fn name(&self) -> &str {
+        "m0004_registry_create_governance"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateGovernance {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policies::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Policies::Model)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Policies::Policy).text().not_null())
+                    .col(
+                        ColumnDef::new(Policies::UpdatedBy)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Policies::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Promotions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Promotions::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Promotions::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Promotions::Version).big_integer().not_null())
+                    .col(ColumnDef::new(Promotions::Alias).string_len(250).not_null())
+                    .col(
+                        ColumnDef::new(Promotions::RequestedBy)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Promotions::Status).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Promotions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Promotions::DecidedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Approvals::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Approvals::PromotionId)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Approvals::Approver)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Approvals::Decision)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Approvals::Comment).text().not_null())
+                    .col(ColumnDef::new(Approvals::At).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Approvals::PromotionId)
+                            .col(Approvals::Approver),
+                    )
                     .to_owned(),
             )
             .await

@@ -166,3 +166,41 @@ pub(crate) enum Audit {
     Before,
     After,
 }
+
+/// Per-model governance policies (JSON).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Policies {
+    #[sea_orm(iden = "registry_policies")]
+    Table,
+    Model,
+    Policy,
+    UpdatedBy,
+    UpdatedAt,
+}
+
+/// Promotion requests of a version to an alias.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Promotions {
+    #[sea_orm(iden = "registry_promotions")]
+    Table,
+    Id,
+    Model,
+    Version,
+    Alias,
+    RequestedBy,
+    Status,
+    CreatedAt,
+    DecidedAt,
+}
+
+/// Approvals and rejections of promotion requests.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Approvals {
+    #[sea_orm(iden = "registry_approvals")]
+    Table,
+    PromotionId,
+    Approver,
+    Decision,
+    Comment,
+    At,
+}

@@ -51,7 +51,12 @@ impl From<RegistryError> for MlflowError {
                 code: "RESOURCE_ALREADY_EXISTS",
                 message: m,
             },
-            RegistryError::InvalidParameter(m) => Self::invalid(m),
+            RegistryError::InvalidParameter(m) | RegistryError::Refused(m) => Self::invalid(m),
+            RegistryError::Forbidden(m) => Self {
+                status: StatusCode::FORBIDDEN,
+                code: "PERMISSION_DENIED",
+                message: m,
+            },
             other => {
                 tracing::error!(error = %other, "MLflow API internal error");
                 Self {

@@ -2,6 +2,7 @@
 //! the events that announce them (written to the outbox in the same transaction).
 
 mod audit;
+pub mod governance;
 mod search;
 
 use std::collections::{BTreeMap, HashMap};
@@ -677,6 +678,8 @@ pub async fn create_version(
             Some(json!({"version": next, "source": new.source, "run_id": new.run_id})),
         )
         .await?;
+        let registered = get_version(&txn, name, next).await?;
+        governance::on_registered(state, &txn, &registered, actor).await?;
         txn.commit().await?;
         return get_version(&state.db, name, next).await;
     }
@@ -770,7 +773,8 @@ pub async fn set_version_tag(
     Ok(())
 }
 
-/// Points an alias at a version (moving it if it exists) and announces the change.
+/// Points an alias at a version (moving it if it exists) and announces the change. Aliases
+/// that the model's policy protects move only through approved promotions.
 pub async fn set_alias(
     state: &AppState,
     name: &str,
@@ -780,10 +784,24 @@ pub async fn set_alias(
 ) -> Result<()> {
     check_alias(alias)?;
     let txn = state.db.begin().await?;
-    get_version(&txn, name, version).await?;
-    let previous = alias_target(&txn, name, alias).await?;
+    let target = get_version(&txn, name, version).await?;
+    governance::check_direct_alias_move(&txn, name, alias, &target).await?;
+    apply_alias(state, &txn, name, alias, version, actor).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Moves an alias inside `txn`: row, event, audit entry (a no-op when it already points there).
+pub(crate) async fn apply_alias(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    name: &str,
+    alias: &str,
+    version: i64,
+    actor: &str,
+) -> Result<()> {
+    let previous = alias_target(txn, name, alias).await?;
     if previous == Some(version) {
-        txn.commit().await?;
         return Ok(());
     }
     txn.execute(
@@ -800,10 +818,10 @@ pub async fn set_alias(
             .to_owned(),
     )
     .await?;
-    touch_model(&txn, name).await?;
-    announce_alias(state, &txn, name, alias, Some(version), previous, actor).await?;
+    touch_model(txn, name).await?;
+    announce_alias(state, txn, name, alias, Some(version), previous, actor).await?;
     audit::record(
-        &txn,
+        txn,
         name,
         "alias.set",
         actor,
@@ -811,7 +829,6 @@ pub async fn set_alias(
         Some(json!({"alias": alias, "version": version})),
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 

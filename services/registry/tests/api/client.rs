@@ -13,10 +13,7 @@ async fn mlflow_client_workflow() -> anyhow::Result<()> {
     let python = std::env::var("FLYWHEEL_TEST_MLFLOW_PYTHON")
         .context("FLYWHEEL_TEST_MLFLOW_PYTHON is not set: run the tests with scripts/test.sh, which installs mlflow")?;
     let registry = Registry::start(Backend::Postgres).await?;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/mlflow/client_workflow.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client_workflow.py");
     let base = registry.base.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)

@@ -1,0 +1,8 @@
+//! The registry's HTTP APIs against the real service on PostgreSQL and SQLite: the
+//! MLflow-compatible API (and the stock `mlflow` client, see `client.rs`) and the native API.
+
+mod client;
+mod governance;
+mod helpers;
+mod registry;
+mod tracking;
