@@ -5,6 +5,7 @@
 
 mod api;
 mod error;
+mod jobs;
 mod migrations;
 mod mlflow;
 pub mod models;
@@ -51,6 +52,16 @@ pub async fn run(
         bus: kit.bus.clone(),
     };
     kit.start_outbox()?;
+    let consumer = flywheel_bus::run_consumer(
+        kit.bus.clone(),
+        jobs::consumer_spec(&state),
+        {
+            let state = state.clone();
+            move |delivery| jobs::handle(state.clone(), delivery)
+        },
+        kit.shutdown.clone(),
+    );
+    kit.spawn(async move { consumer.await.map_err(Into::into) });
     kit.mount(mlflow::router().merge(api::router()).with_state(state));
     kit.run_until_shutdown().await
 }

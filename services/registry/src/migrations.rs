@@ -5,8 +5,8 @@ use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Aliases, Approvals, Audit, ExperimentTags, Experiments, LatestMetrics, Metrics, ModelTags,
-    Models, Params, Policies, Promotions, RunTags, Runs, VersionTags, Versions,
+    Aliases, Approvals, Audit, ExperimentTags, Experiments, Jobs, LatestMetrics, Metrics,
+    ModelTags, Models, Params, Policies, Promotions, RunTags, Runs, VersionTags, Versions,
 };
 
 flywheel_db::migrator!(
@@ -18,6 +18,7 @@ flywheel_db::migrator!(
         CreateModels,
         flywheel_runtime::outbox::CreateOutbox::new("registry"),
         CreateGovernance,
+        CreateJobs,
     ]
 );
 
@@ -508,6 +509,44 @@ impl MigrationTrait for CreateGovernance {
                             .col(Approvals::PromotionId)
                             .col(Approvals::Approver),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The read-model of training jobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateJobs;
+
+impl MigrationName for CreateJobs {
+    fn name(&self) -> &str {
+        "m0005_registry_create_jobs"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateJobs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Jobs::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Jobs::JobId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Jobs::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Jobs::Status).string_len(32).not_null())
+                    .col(ColumnDef::new(Jobs::Attempt).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::RequestId).string_len(250).not_null())
+                    .col(ColumnDef::new(Jobs::Detail).text().not_null())
+                    .col(ColumnDef::new(Jobs::RegisteredVersion).big_integer().null())
+                    .col(ColumnDef::new(Jobs::UpdatedAt).big_integer().not_null())
                     .to_owned(),
             )
             .await

@@ -204,3 +204,18 @@ pub(crate) enum Approvals {
     Comment,
     At,
 }
+
+/// Read-model of training jobs, from `training.job.*` events.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Jobs {
+    #[sea_orm(iden = "registry_jobs")]
+    Table,
+    JobId,
+    Model,
+    Status,
+    Attempt,
+    RequestId,
+    Detail,
+    RegisteredVersion,
+    UpdatedAt,
+}

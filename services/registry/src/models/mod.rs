@@ -708,9 +708,22 @@ async fn next_version(txn: &DatabaseTransaction, name: &str) -> Result<i64> {
     Ok(max.unwrap_or(0) + 1)
 }
 
+tokio::task_local! {
+    /// The event being handled, so everything announced while handling it continues its
+    /// causal chain (same correlation id, causation = that event).
+    static CAUSE: Envelope;
+}
+
+/// Runs `work` with `cause` as the cause of every event it announces.
+pub async fn caused_by<F: std::future::Future>(cause: Envelope, work: F) -> F::Output {
+    CAUSE.scope(cause, work).await
+}
+
 /// Writes an event to the outbox inside `txn`.
 async fn announce(state: &AppState, txn: &DatabaseTransaction, event: Event) -> Result<()> {
-    let envelope = Envelope::new(crate::SERVICE, DEFAULT_PROJECT, event);
+    let envelope = CAUSE
+        .try_with(|cause| Envelope::caused_by(cause, crate::SERVICE, event.clone()))
+        .unwrap_or_else(|_| Envelope::new(crate::SERVICE, DEFAULT_PROJECT, event));
     flywheel_runtime::outbox::enqueue(txn, crate::SERVICE, &state.bus, &envelope).await?;
     Ok(())
 }

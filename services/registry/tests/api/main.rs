@@ -4,5 +4,6 @@
 mod client;
 mod governance;
 mod helpers;
+mod jobs;
 mod registry;
 mod tracking;

@@ -1,0 +1,244 @@
+//! Training jobs as the registry sees them: a read-model of `training.job.*` for the dashboard,
+//! and automatic registration of the model version each completed job produced.
+//!
+//! Idempotent twice over: the inbox skips a redelivered event, and a job that already has a
+//! registered version never registers another (a re-published completion with a new event id).
+
+use std::time::Duration;
+
+use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
+use flywheel_events::Event;
+use flywheel_events::payloads::TrainingJobCompleted;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+use crate::models::{self, NewVersion};
+use crate::schema::Jobs;
+use crate::tracking::{KeyValue, now_millis};
+use crate::{AppState, RegistryError, Result};
+
+/// The durable consumer shared by every registry replica.
+pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
+    let prefix = state.bus.subjects().prefix().to_owned();
+    ConsumerSpec::new(
+        StreamKind::Events,
+        "registry-training-jobs",
+        format!("{prefix}.events.training.job.>"),
+    )
+}
+
+/// Handles one `training.job.*` event.
+pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
+    let envelope = delivery.envelope;
+    let outcome = models::caused_by(envelope.clone(), apply(&state, &envelope)).await;
+    match outcome {
+        Ok(()) => Outcome::Ack,
+        Err(RegistryError::Db(e)) => {
+            Outcome::retry(Duration::from_secs(2), format!("database: {e}"))
+        }
+        Err(RegistryError::Artifacts(e)) => {
+            Outcome::retry(Duration::from_secs(2), format!("artifacts: {e}"))
+        }
+        Err(other) => Outcome::poison(other.to_string()),
+    }
+}
+
+async fn apply(state: &AppState, envelope: &flywheel_events::Envelope) -> Result<()> {
+    let txn = state.db.begin().await?;
+    if !flywheel_db::inbox::claim(&txn, crate::SERVICE, "training-jobs", envelope.id).await? {
+        return Ok(());
+    }
+    let (job_id, model, status, attempt, request_id, detail) = match &envelope.event {
+        Event::TrainingJobQueued(e) => (
+            &e.job_id,
+            e.model.clone(),
+            "queued",
+            0,
+            e.request_id.clone(),
+            String::new(),
+        ),
+        Event::TrainingJobDispatched(e) => (
+            &e.job_id,
+            String::new(),
+            "dispatched",
+            e.attempt,
+            String::new(),
+            e.pool.clone(),
+        ),
+        Event::TrainingJobStarted(e) => (
+            &e.job_id,
+            String::new(),
+            "running",
+            e.attempt,
+            String::new(),
+            e.runner.clone(),
+        ),
+        Event::TrainingJobProgress(e) => (
+            &e.job_id,
+            String::new(),
+            "running",
+            e.attempt,
+            String::new(),
+            format!("{:.0}% {}", e.fraction * 100.0, e.message),
+        ),
+        Event::TrainingJobCompleted(e) => (
+            &e.job_id,
+            e.model.clone(),
+            "succeeded",
+            e.attempt,
+            e.request_id.clone(),
+            String::new(),
+        ),
+        Event::TrainingJobFailed(e) => (
+            &e.job_id,
+            String::new(),
+            if e.will_retry { "retrying" } else { "failed" },
+            e.attempt,
+            String::new(),
+            e.error.clone(),
+        ),
+        Event::TrainingJobCancelled(e) => (
+            &e.job_id,
+            String::new(),
+            "cancelled",
+            0,
+            String::new(),
+            e.reason.clone(),
+        ),
+        other => {
+            return Err(RegistryError::InvalidParameter(format!(
+                "unexpected {} on the training jobs consumer",
+                other.event_type()
+            )));
+        }
+    };
+    upsert_job(
+        &txn,
+        job_id,
+        &model,
+        status,
+        i64::from(attempt),
+        &request_id,
+        &detail,
+    )
+    .await?;
+    txn.commit().await?;
+    if let Event::TrainingJobCompleted(completed) = &envelope.event {
+        register(state, completed).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_job<C: ConnectionTrait>(
+    db: &C,
+    job_id: &str,
+    model: &str,
+    status: &str,
+    attempt: i64,
+    request_id: &str,
+    detail: &str,
+) -> Result<()> {
+    let mut update_columns = vec![Jobs::Status, Jobs::Attempt, Jobs::Detail, Jobs::UpdatedAt];
+    if !model.is_empty() {
+        update_columns.push(Jobs::Model);
+    }
+    if !request_id.is_empty() {
+        update_columns.push(Jobs::RequestId);
+    }
+    db.execute(
+        &Query::insert()
+            .into_table(Jobs::Table)
+            .columns([
+                Jobs::JobId,
+                Jobs::Model,
+                Jobs::Status,
+                Jobs::Attempt,
+                Jobs::RequestId,
+                Jobs::Detail,
+                Jobs::UpdatedAt,
+            ])
+            .values([
+                job_id.into(),
+                model.into(),
+                status.into(),
+                attempt.into(),
+                request_id.into(),
+                detail.into(),
+                now_millis().into(),
+            ])
+            .map_err(|e| RegistryError::InvalidParameter(e.to_string()))?
+            .on_conflict(
+                OnConflict::column(Jobs::JobId)
+                    .update_columns(update_columns)
+                    .to_owned(),
+            )
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Registers the version a completed job produced, once per job.
+async fn register(state: &AppState, completed: &TrainingJobCompleted) -> Result<()> {
+    let registered = state
+        .db
+        .query_one(
+            &Query::select()
+                .column(Jobs::RegisteredVersion)
+                .from(Jobs::Table)
+                .and_where(Expr::col(Jobs::JobId).eq(completed.job_id.as_str()))
+                .to_owned(),
+        )
+        .await?
+        .map(|row| row.try_get::<Option<i64>>("", "registered_version"))
+        .transpose()?
+        .flatten();
+    if registered.is_some() {
+        return Ok(());
+    }
+    match models::create_model(state, &completed.model, "", &[], "training").await {
+        Ok(_) | Err(RegistryError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let mut lineage = completed.lineage.clone();
+    lineage.job_id = Some(completed.job_id.clone());
+    let new = NewVersion {
+        source: completed.package_uri.clone(),
+        run_id: None,
+        description: String::new(),
+        tags: vec![
+            KeyValue {
+                key: "flywheel.job_id".into(),
+                value: completed.job_id.clone(),
+            },
+            KeyValue {
+                key: "flywheel.request_id".into(),
+                value: completed.request_id.clone(),
+            },
+            KeyValue {
+                key: "flywheel.attempt".into(),
+                value: completed.attempt.to_string(),
+            },
+            KeyValue {
+                key: "flywheel.trainer_gates_passed".into(),
+                value: completed.gates_passed.to_string(),
+            },
+        ],
+        flavor: "flywheel".into(),
+        metrics: completed.metrics.clone(),
+        signature: Default::default(),
+        lineage,
+    };
+    let version = models::create_version(state, &completed.model, new, "training").await?;
+    state
+        .db
+        .execute(
+            &Query::update()
+                .table(Jobs::Table)
+                .value(Jobs::RegisteredVersion, version.version)
+                .and_where(Expr::col(Jobs::JobId).eq(completed.job_id.as_str()))
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
