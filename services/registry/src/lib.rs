@@ -4,6 +4,7 @@
 //! native `/api/v1` arrive in the rest of the registry issue.
 
 mod api;
+pub mod datasets;
 mod error;
 mod jobs;
 mod migrations;

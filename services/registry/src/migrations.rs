@@ -5,8 +5,9 @@ use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Aliases, Approvals, Audit, ExperimentTags, Experiments, Jobs, LatestMetrics, Metrics,
-    ModelTags, Models, Params, Policies, Promotions, RunTags, Runs, VersionTags, Versions,
+    Aliases, Approvals, Audit, DatasetVersions, Datasets, ExperimentTags, Experiments, Jobs,
+    LatestMetrics, Metrics, ModelTags, Models, Params, Policies, Promotions, RunTags, Runs,
+    VersionTags, Versions,
 };
 
 flywheel_db::migrator!(
@@ -19,6 +20,7 @@ flywheel_db::migrator!(
         flywheel_runtime::outbox::CreateOutbox::new("registry"),
         CreateGovernance,
         CreateJobs,
+        CreateDatasets,
     ]
 );
 
@@ -547,6 +549,132 @@ impl MigrationTrait for CreateJobs {
                     .col(ColumnDef::new(Jobs::Detail).text().not_null())
                     .col(ColumnDef::new(Jobs::RegisteredVersion).big_integer().null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Datasets, suites and versions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateDatasets;
+
+impl MigrationName for CreateDatasets {
+    fn name(&self) -> &str {
+        "m0006_registry_create_datasets"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDatasets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Datasets::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Datasets::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Datasets::Suite).text().not_null())
+                    .col(ColumnDef::new(Datasets::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Datasets::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DatasetVersions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(DatasetVersions::Name)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::Version)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::Seq)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::Sha256)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(DatasetVersions::ObjectKey).text().not_null())
+                    .col(
+                        ColumnDef::new(DatasetVersions::Format)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::SizeBytes)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::RowCount)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(DatasetVersions::Columns).text().not_null())
+                    .col(
+                        ColumnDef::new(DatasetVersions::ProfileKey)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::PreviousVersion)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::ValidationPassed)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::Validation)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::CreatedBy)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DatasetVersions::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(DatasetVersions::Name)
+                            .col(DatasetVersions::Version),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("registry_dataset_versions_seq")
+                    .table(DatasetVersions::Table)
+                    .col(DatasetVersions::Name)
+                    .col(DatasetVersions::Seq)
+                    .unique()
+                    .if_not_exists()
                     .to_owned(),
             )
             .await

@@ -219,3 +219,36 @@ pub(crate) enum Jobs {
     RegisteredVersion,
     UpdatedAt,
 }
+
+/// Datasets and their validation suites.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Datasets {
+    #[sea_orm(iden = "registry_datasets")]
+    Table,
+    Name,
+    Suite,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Immutable, content-addressed dataset versions.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum DatasetVersions {
+    #[sea_orm(iden = "registry_dataset_versions")]
+    Table,
+    Name,
+    Version,
+    Seq,
+    Sha256,
+    ObjectKey,
+    Format,
+    SizeBytes,
+    RowCount,
+    Columns,
+    ProfileKey,
+    PreviousVersion,
+    ValidationPassed,
+    Validation,
+    CreatedBy,
+    CreatedAt,
+}

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use flywheel_runtime::ApiJson;
 use serde::Deserialize;
 
+use crate::datasets::{self, DatasetVersion};
 use crate::models::governance::{self, Policy, Promotion};
 use crate::models::{self, AuditEntry};
 use crate::{AppState, RegistryError, Result};
@@ -27,6 +28,22 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/promotions/{id}", get(get_promotion))
         .route("/api/v1/promotions/{id}/approve", post(approve))
         .route("/api/v1/promotions/{id}/reject", post(reject))
+        .route(
+            "/api/v1/datasets/{name}/suite",
+            get(get_suite).put(set_suite),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions",
+            get(list_dataset_versions).post(push_dataset),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}",
+            get(get_dataset_version),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}/profile",
+            get(get_dataset_profile),
+        )
 }
 
 /// Who is acting: the `X-Flywheel-Actor` header until authentication lands (issue 9).
@@ -122,4 +139,99 @@ async fn reject(
     Ok(Json(
         governance::decide(&state, id, false, &body.comment, &actor(&headers)?).await?,
     ))
+}
+
+async fn get_suite(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<flywheel_data::Expectation>>> {
+    Ok(Json(datasets::suite(&state.db, &name).await?))
+}
+
+async fn set_suite(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(suite): ApiJson<Vec<flywheel_data::Expectation>>,
+) -> Result<Json<Vec<flywheel_data::Expectation>>> {
+    datasets::set_suite(&state, &name, &suite).await?;
+    Ok(Json(suite))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PushQuery {
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushReference {
+    /// A key in the artifact store, relative to its root.
+    key: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Pushes a dataset version: the file as the body (`?format=csv|parquet`, or told by the
+/// content type or the Parquet magic bytes), or `{"key": ...}` (JSON) for an object already in
+/// the store. 201 for a new version, 200 when the same bytes were pushed before.
+async fn push_dataset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<PushQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<DatasetVersion>)> {
+    let actor = actor(&headers)?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let (version, created) = if content_type.starts_with("application/json") {
+        let reference: PushReference = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::InvalidParameter(format!("invalid reference: {e}")))?;
+        datasets::push_reference(
+            &state,
+            &name,
+            &reference.key,
+            reference.format.as_deref(),
+            &actor,
+        )
+        .await?
+    } else {
+        let hint = query
+            .format
+            .as_deref()
+            .or(Some(content_type.as_str()).filter(|c| !c.is_empty()));
+        datasets::push(&state, &name, body, hint, &actor).await?
+    };
+    let status = if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(version)))
+}
+
+async fn list_dataset_versions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DatasetVersion>>> {
+    datasets::check_name(&name)?;
+    Ok(Json(datasets::list_versions(&state, &name).await?))
+}
+
+async fn get_dataset_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<DatasetVersion>> {
+    Ok(Json(datasets::get_version(&state, &name, &version).await?))
+}
+
+async fn get_dataset_profile(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<flywheel_data::Profile>> {
+    Ok(Json(datasets::get_profile(&state, &name, &version).await?))
 }

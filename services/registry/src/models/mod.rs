@@ -719,6 +719,15 @@ pub async fn caused_by<F: std::future::Future>(cause: Envelope, work: F) -> F::O
     CAUSE.scope(cause, work).await
 }
 
+/// Writes an event to the outbox inside `txn` (for other registry modules).
+pub(crate) async fn announce_event(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    event: Event,
+) -> Result<()> {
+    announce(state, txn, event).await
+}
+
 /// Writes an event to the outbox inside `txn`.
 async fn announce(state: &AppState, txn: &DatabaseTransaction, event: Event) -> Result<()> {
     let envelope = CAUSE

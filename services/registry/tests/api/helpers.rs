@@ -12,6 +12,7 @@ use serde_json::Value;
 pub(crate) struct Registry {
     pub(crate) base: String,
     pub(crate) prefix: String,
+    pub(crate) artifacts: flywheel_artifacts::ArtifactsConfig,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<ServiceResult>,
@@ -35,6 +36,7 @@ impl Registry {
         settings.bus = flywheel_testkit::bus_config(&prefix);
         settings.db = db;
         settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
+        let artifacts = settings.artifacts.clone();
         settings.http.shutdown_grace_secs = 3;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -43,6 +45,7 @@ impl Registry {
         let registry = Self {
             base,
             prefix,
+            artifacts,
             http: reqwest::Client::new(),
             shutdown,
             task,

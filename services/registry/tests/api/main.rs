@@ -2,6 +2,7 @@
 //! MLflow-compatible API (and the stock `mlflow` client, see `client.rs`) and the native API.
 
 mod client;
+mod datasets;
 mod governance;
 mod helpers;
 mod jobs;
