@@ -8,7 +8,7 @@ pub mod runs;
 pub(crate) mod search;
 
 pub use experiments::{Experiment, ViewType};
-pub use runs::{LogBatch, Metric, Run, RunInfo, RunStatus, SearchRuns};
+pub use runs::{ImportedRun, LogBatch, Metric, Run, RunInfo, RunStatus, SearchRuns};
 
 /// A key/value pair (param or tag).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -739,3 +739,116 @@ pub async fn metric_history<C: ConnectionTrait>(
         .collect::<Result<Vec<_>>>()?;
     Ok((metrics, more.then(|| (offset + limit).to_string())))
 }
+
+/// A finished run to import in bulk (e.g. history migrated from another tracking server).
+#[derive(Debug, Clone, Default)]
+pub struct ImportedRun {
+    /// Display name.
+    pub run_name: String,
+    /// Who ran it.
+    pub user_id: String,
+    /// Final status.
+    pub status: String,
+    /// Start, ms.
+    pub start_time: i64,
+    /// End, ms.
+    pub end_time: Option<i64>,
+    /// Params.
+    pub params: Vec<KeyValue>,
+    /// Tags.
+    pub tags: Vec<KeyValue>,
+    /// Final metric values (also their one-point history).
+    pub metrics: Vec<Metric>,
+}
+
+/// Imports runs into an experiment with multi-row inserts, 500 runs per transaction.
+/// Returns the new run ids in order.
+pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id: i64, runs: &[ImportedRun]) -> Result<Vec<String>> {
+    let experiment = experiments::get(db, experiment_id).await?;
+    let mut ids = Vec::with_capacity(runs.len());
+    for chunk in runs.chunks(500) {
+        let txn = db.begin().await?;
+        let mut run_rows = Query::insert();
+        run_rows.into_table(Runs::Table).columns([
+            Runs::RunId,
+            Runs::ExperimentId,
+            Runs::RunName,
+            Runs::UserId,
+            Runs::Status,
+            Runs::StartTime,
+            Runs::EndTime,
+            Runs::LifecycleStage,
+            Runs::ArtifactUri,
+        ]);
+        let mut params = Query::insert();
+        params.into_table(Params::Table).columns([Params::RunId, Params::Key, Params::Value]);
+        let mut tags = Query::insert();
+        tags.into_table(RunTags::Table).columns([RunTags::RunId, RunTags::Key, RunTags::Value]);
+        let mut history = Query::insert();
+        history.into_table(Metrics::Table).columns([Metrics::RunId, Metrics::Key, Metrics::Value, Metrics::IsNan, Metrics::Timestamp, Metrics::Step]);
+        let mut latest = Query::insert();
+        latest.into_table(LatestMetrics::Table).columns([
+            LatestMetrics::RunId,
+            LatestMetrics::Key,
+            LatestMetrics::Value,
+            LatestMetrics::IsNan,
+            LatestMetrics::Timestamp,
+            LatestMetrics::Step,
+        ]);
+        let (mut any_params, mut any_tags, mut any_metrics) = (false, false, false);
+        for run in chunk {
+            RunStatus::parse(&run.status)?;
+            let run_id = uuid::Uuid::now_v7().simple().to_string();
+            let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+            run_rows
+                .values([
+                    run_id.clone().into(),
+                    experiment_id.into(),
+                    run.run_name.clone().into(),
+                    run.user_id.clone().into(),
+                    run.status.to_ascii_uppercase().into(),
+                    run.start_time.into(),
+                    run.end_time.into(),
+                    "active".into(),
+                    artifact_uri.into(),
+                ])
+                .map_err(bad)?;
+            for p in &run.params {
+                check_key("param", &p.key)?;
+                params.values([run_id.clone().into(), p.key.clone().into(), p.value.clone().into()]).map_err(bad)?;
+                any_params = true;
+            }
+            let mut run_tags = run.tags.clone();
+            run_tags.push(KeyValue { key: RUN_NAME_TAG.into(), value: run.run_name.clone() });
+            for t in &run_tags {
+                check_key("tag", &t.key)?;
+                tags.values([run_id.clone().into(), t.key.clone().into(), t.value.clone().into()]).map_err(bad)?;
+                any_tags = true;
+            }
+            for m in &run.metrics {
+                check_key("metric", &m.key)?;
+                let (value, is_nan) = stored(m.value);
+                for insert in [&mut history, &mut latest] {
+                    insert
+                        .values([run_id.clone().into(), m.key.clone().into(), value.into(), is_nan.into(), m.timestamp.into(), m.step.into()])
+                        .map_err(bad)?;
+                }
+                any_metrics = true;
+            }
+            ids.push(run_id);
+        }
+        txn.execute(&run_rows).await?;
+        if any_params {
+            txn.execute(&params).await?;
+        }
+        if any_tags {
+            txn.execute(&tags).await?;
+        }
+        if any_metrics {
+            txn.execute(&history).await?;
+            txn.execute(&latest).await?;
+        }
+        txn.commit().await?;
+    }
+    Ok(ids)
+}
