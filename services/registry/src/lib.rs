@@ -10,6 +10,7 @@ mod jobs;
 mod migrations;
 mod mlflow;
 pub mod models;
+pub mod readmodels;
 mod schema;
 pub mod tracking;
 
@@ -63,6 +64,16 @@ pub async fn run(
         kit.shutdown.clone(),
     );
     kit.spawn(async move { consumer.await.map_err(Into::into) });
+    for spec in readmodels::consumer_specs(&state) {
+        let state = state.clone();
+        let consumer = flywheel_bus::run_consumer(
+            kit.bus.clone(),
+            spec,
+            move |delivery| readmodels::handle(state.clone(), delivery),
+            kit.shutdown.clone(),
+        );
+        kit.spawn(async move { consumer.await.map_err(Into::into) });
+    }
     kit.mount(mlflow::router().merge(api::router()).with_state(state));
     kit.run_until_shutdown().await
 }

@@ -5,9 +5,9 @@ use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Aliases, Approvals, Audit, DatasetVersions, Datasets, ExperimentTags, Experiments, Jobs,
-    LatestMetrics, Metrics, ModelTags, Models, Params, Policies, Promotions, RunTags, Runs,
-    VersionTags, Versions,
+    Alerts, Aliases, Approvals, Audit, DatasetVersions, Datasets, Deployments, ExperimentTags,
+    Experiments, Jobs, LatestMetrics, Metrics, ModelTags, Models, Params, Policies, Promotions,
+    RunTags, Runs, VersionTags, Versions,
 };
 
 flywheel_db::migrator!(
@@ -21,6 +21,7 @@ flywheel_db::migrator!(
         CreateGovernance,
         CreateJobs,
         CreateDatasets,
+        CreateReadModels,
     ]
 );
 
@@ -675,6 +676,79 @@ impl MigrationTrait for CreateDatasets {
                     .col(DatasetVersions::Seq)
                     .unique()
                     .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Read-models of deployments and alerts for the dashboard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateReadModels;
+
+impl MigrationName for CreateReadModels {
+    fn name(&self) -> &str {
+        "m0007_registry_create_read_models"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateReadModels {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deployments::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Deployments::Deployment)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Deployments::Model)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deployments::Version).big_integer().null())
+                    .col(
+                        ColumnDef::new(Deployments::Status)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deployments::Detail).text().not_null())
+                    .col(
+                        ColumnDef::new(Deployments::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alerts::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Alerts::AlertId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Alerts::Rule).string_len(250).not_null())
+                    .col(
+                        ColumnDef::new(Alerts::Deployment)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alerts::Severity).string_len(16).not_null())
+                    .col(ColumnDef::new(Alerts::Message).text().not_null())
+                    .col(ColumnDef::new(Alerts::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(Alerts::RaisedAt).big_integer().null())
+                    .col(ColumnDef::new(Alerts::ResolvedAt).big_integer().null())
                     .to_owned(),
             )
             .await

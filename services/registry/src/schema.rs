@@ -252,3 +252,31 @@ pub(crate) enum DatasetVersions {
     CreatedBy,
     CreatedAt,
 }
+
+/// Read-model of deployments, from `deployment.*` events.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Deployments {
+    #[sea_orm(iden = "registry_deployments")]
+    Table,
+    Deployment,
+    Model,
+    Version,
+    Status,
+    Detail,
+    UpdatedAt,
+}
+
+/// Read-model of monitor alerts, from `monitor.alert.*` events.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Alerts {
+    #[sea_orm(iden = "registry_alerts")]
+    Table,
+    AlertId,
+    Rule,
+    Deployment,
+    Severity,
+    Message,
+    Status,
+    RaisedAt,
+    ResolvedAt,
+}

@@ -28,6 +28,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/promotions/{id}", get(get_promotion))
         .route("/api/v1/promotions/{id}/approve", post(approve))
         .route("/api/v1/promotions/{id}/reject", post(reject))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/deployments", get(list_deployments))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/models/{name}/retrain", post(retrain))
         .route(
             "/api/v1/datasets/{name}/suite",
             get(get_suite).put(set_suite),
@@ -234,4 +238,111 @@ async fn get_dataset_profile(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<flywheel_data::Profile>> {
     Ok(Json(datasets::get_profile(&state, &name, &version).await?))
+}
+
+async fn list_jobs(State(state): State<AppState>) -> Result<Json<Vec<crate::readmodels::JobView>>> {
+    Ok(Json(crate::readmodels::jobs(&state.db).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DeploymentQuery {
+    model: Option<String>,
+}
+
+async fn list_deployments(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<DeploymentQuery>,
+) -> Result<Json<Vec<crate::readmodels::DeploymentView>>> {
+    Ok(Json(
+        crate::readmodels::deployments(&state.db, query.model.as_deref()).await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AlertQuery {
+    open: bool,
+}
+
+async fn list_alerts(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<AlertQuery>,
+) -> Result<Json<Vec<crate::readmodels::AlertView>>> {
+    Ok(Json(
+        crate::readmodels::alerts(&state.db, query.open).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrainRequest {
+    dataset: String,
+    #[serde(default)]
+    dataset_version: Option<String>,
+    trainer: flywheel_events::payloads::TrainerSpec,
+    #[serde(default)]
+    resources: Option<flywheel_events::payloads::Resources>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    gates: Vec<flywheel_events::payloads::QualityGate>,
+}
+
+/// Asks for a retraining (`training.requested`, reason `manual`) on a dataset version (the
+/// latest when none is named). Returns the request id to follow.
+async fn retrain(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RetrainRequest>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>)> {
+    let actor = actor(&headers)?;
+    models::check_model_name(&name)?;
+    let version = match request.dataset_version {
+        Some(version) => {
+            datasets::get_version(&state, &request.dataset, &version)
+                .await?
+                .version
+        }
+        None => {
+            datasets::list_versions(&state, &request.dataset)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!("dataset {} has no versions", request.dataset))
+                })?
+                .version
+        }
+    };
+    let request_id = models::request_training(
+        &state,
+        flywheel_events::payloads::TrainingRequested {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            model: name,
+            dataset: flywheel_events::payloads::DatasetRef {
+                name: request.dataset,
+                version,
+            },
+            trainer: request.trainer,
+            resources: request
+                .resources
+                .unwrap_or(flywheel_events::payloads::Resources {
+                    cpu: 1.0,
+                    memory_mb: 1024,
+                    gpu: 0,
+                }),
+            priority: request.priority,
+            reason: flywheel_events::payloads::TrainingReason::Manual,
+            search: None,
+            gates: request.gates,
+        },
+        &actor,
+    )
+    .await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({"request_id": request_id})),
+    ))
 }

@@ -719,6 +719,32 @@ pub async fn caused_by<F: std::future::Future>(cause: Envelope, work: F) -> F::O
     CAUSE.scope(cause, work).await
 }
 
+/// Announces `training.requested` (audited on the model when it exists); returns the request id.
+pub async fn request_training(
+    state: &AppState,
+    request: flywheel_events::payloads::TrainingRequested,
+    actor: &str,
+) -> Result<String> {
+    let request_id = request.request_id.clone();
+    let model = request.model.clone();
+    let txn = state.db.begin().await?;
+    let details = json!({"request_id": request_id, "dataset": request.dataset, "trainer": request.trainer.name});
+    announce(state, &txn, Event::TrainingRequested(request)).await?;
+    if model_exists(&txn, &model).await.is_ok() {
+        audit::record(
+            &txn,
+            &model,
+            "training.requested",
+            actor,
+            None,
+            Some(details),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(request_id)
+}
+
 /// Writes an event to the outbox inside `txn` (for other registry modules).
 pub(crate) async fn announce_event(
     state: &AppState,

@@ -763,7 +763,11 @@ pub struct ImportedRun {
 
 /// Imports runs into an experiment with multi-row inserts, 500 runs per transaction.
 /// Returns the new run ids in order.
-pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id: i64, runs: &[ImportedRun]) -> Result<Vec<String>> {
+pub async fn import<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    experiment_id: i64,
+    runs: &[ImportedRun],
+) -> Result<Vec<String>> {
     let experiment = experiments::get(db, experiment_id).await?;
     let mut ids = Vec::with_capacity(runs.len());
     for chunk in runs.chunks(500) {
@@ -781,11 +785,21 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id
             Runs::ArtifactUri,
         ]);
         let mut params = Query::insert();
-        params.into_table(Params::Table).columns([Params::RunId, Params::Key, Params::Value]);
+        params
+            .into_table(Params::Table)
+            .columns([Params::RunId, Params::Key, Params::Value]);
         let mut tags = Query::insert();
-        tags.into_table(RunTags::Table).columns([RunTags::RunId, RunTags::Key, RunTags::Value]);
+        tags.into_table(RunTags::Table)
+            .columns([RunTags::RunId, RunTags::Key, RunTags::Value]);
         let mut history = Query::insert();
-        history.into_table(Metrics::Table).columns([Metrics::RunId, Metrics::Key, Metrics::Value, Metrics::IsNan, Metrics::Timestamp, Metrics::Step]);
+        history.into_table(Metrics::Table).columns([
+            Metrics::RunId,
+            Metrics::Key,
+            Metrics::Value,
+            Metrics::IsNan,
+            Metrics::Timestamp,
+            Metrics::Step,
+        ]);
         let mut latest = Query::insert();
         latest.into_table(LatestMetrics::Table).columns([
             LatestMetrics::RunId,
@@ -799,7 +813,10 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id
         for run in chunk {
             RunStatus::parse(&run.status)?;
             let run_id = uuid::Uuid::now_v7().simple().to_string();
-            let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+            let artifact_uri = format!(
+                "{}/{run_id}/artifacts",
+                experiment.artifact_location.trim_end_matches('/')
+            );
             run_rows
                 .values([
                     run_id.clone().into(),
@@ -815,14 +832,28 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id
                 .map_err(bad)?;
             for p in &run.params {
                 check_key("param", &p.key)?;
-                params.values([run_id.clone().into(), p.key.clone().into(), p.value.clone().into()]).map_err(bad)?;
+                params
+                    .values([
+                        run_id.clone().into(),
+                        p.key.clone().into(),
+                        p.value.clone().into(),
+                    ])
+                    .map_err(bad)?;
                 any_params = true;
             }
             let mut run_tags = run.tags.clone();
-            run_tags.push(KeyValue { key: RUN_NAME_TAG.into(), value: run.run_name.clone() });
+            run_tags.push(KeyValue {
+                key: RUN_NAME_TAG.into(),
+                value: run.run_name.clone(),
+            });
             for t in &run_tags {
                 check_key("tag", &t.key)?;
-                tags.values([run_id.clone().into(), t.key.clone().into(), t.value.clone().into()]).map_err(bad)?;
+                tags.values([
+                    run_id.clone().into(),
+                    t.key.clone().into(),
+                    t.value.clone().into(),
+                ])
+                .map_err(bad)?;
                 any_tags = true;
             }
             for m in &run.metrics {
@@ -830,7 +861,14 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(db: &C, experiment_id
                 let (value, is_nan) = stored(m.value);
                 for insert in [&mut history, &mut latest] {
                     insert
-                        .values([run_id.clone().into(), m.key.clone().into(), value.into(), is_nan.into(), m.timestamp.into(), m.step.into()])
+                        .values([
+                            run_id.clone().into(),
+                            m.key.clone().into(),
+                            value.into(),
+                            is_nan.into(),
+                            m.timestamp.into(),
+                            m.step.into(),
+                        ])
                         .map_err(bad)?;
                 }
                 any_metrics = true;

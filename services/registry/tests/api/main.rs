@@ -6,5 +6,6 @@ mod datasets;
 mod governance;
 mod helpers;
 mod jobs;
+mod readmodels;
 mod registry;
 mod tracking;

@@ -1,0 +1,375 @@
+//! Read-models the dashboard uses: where each model version is deployed (`deployment.*`) and
+//! which alerts are open (`monitor.alert.*`). Each consumer applies an event once (inbox).
+
+use std::time::Duration;
+
+use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
+use flywheel_events::Event;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde::Serialize;
+
+use crate::schema::{Alerts, Deployments, Jobs};
+use crate::tracking::now_millis;
+use crate::{AppState, RegistryError, Result};
+
+/// The deployment and monitor consumers (one filter subject each, as NATS 2.9 requires).
+pub(crate) fn consumer_specs(state: &AppState) -> [ConsumerSpec; 2] {
+    let prefix = state.bus.subjects().prefix().to_owned();
+    [
+        ConsumerSpec::new(
+            StreamKind::Events,
+            "registry-deployments",
+            format!("{prefix}.events.deployment.>"),
+        ),
+        ConsumerSpec::new(
+            StreamKind::Events,
+            "registry-monitor",
+            format!("{prefix}.events.monitor.>"),
+        ),
+    ]
+}
+
+/// Applies one deployment or monitor event.
+pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
+    match apply(&state, &delivery).await {
+        Ok(()) => Outcome::Ack,
+        Err(RegistryError::Db(e)) => {
+            Outcome::retry(Duration::from_secs(2), format!("database: {e}"))
+        }
+        Err(other) => Outcome::poison(other.to_string()),
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::InvalidParameter(e.to_string())
+}
+
+async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
+    let envelope = &delivery.envelope;
+    let txn = state.db.begin().await?;
+    let consumer = if envelope.event_type().starts_with("deployment.") {
+        "deployments"
+    } else {
+        "monitor"
+    };
+    if !flywheel_db::inbox::claim(&txn, crate::SERVICE, consumer, envelope.id).await? {
+        return Ok(());
+    }
+    let now = now_millis();
+    let deployment =
+        |name: &str, model: &str, version: Option<u32>, status: &str, detail: String| {
+            let mut update = vec![
+                Deployments::Status,
+                Deployments::Detail,
+                Deployments::UpdatedAt,
+            ];
+            if !model.is_empty() {
+                update.push(Deployments::Model);
+            }
+            if version.is_some() {
+                update.push(Deployments::Version);
+            }
+            Query::insert()
+                .into_table(Deployments::Table)
+                .columns([
+                    Deployments::Deployment,
+                    Deployments::Model,
+                    Deployments::Version,
+                    Deployments::Status,
+                    Deployments::Detail,
+                    Deployments::UpdatedAt,
+                ])
+                .values([
+                    name.into(),
+                    model.into(),
+                    version.map(i64::from).into(),
+                    status.into(),
+                    detail.into(),
+                    now.into(),
+                ])
+                .map(|q| {
+                    q.on_conflict(
+                        OnConflict::column(Deployments::Deployment)
+                            .update_columns(update)
+                            .to_owned(),
+                    )
+                    .to_owned()
+                })
+                .map_err(bad)
+        };
+    let statement = match &envelope.event {
+        Event::DeploymentRequested(e) => Some(deployment(
+            &e.deployment,
+            &e.model,
+            None,
+            "requested",
+            format!("v{} requested by {}", e.version, e.requested_by),
+        )?),
+        Event::DeploymentRolloutStarted(e) => Some(deployment(
+            &e.deployment,
+            &e.model,
+            None,
+            "rolling_out",
+            format!("v{} rolling out", e.to_version),
+        )?),
+        Event::DeploymentTrafficShifted(e) => {
+            let splits: Vec<String> = e
+                .splits
+                .iter()
+                .map(|s| format!("v{} {}%", s.version, s.percent))
+                .collect();
+            Some(deployment(
+                &e.deployment,
+                "",
+                None,
+                "rolling_out",
+                splits.join(", "),
+            )?)
+        }
+        Event::DeploymentRolledOut(e) => Some(deployment(
+            &e.deployment,
+            &e.model,
+            Some(e.version),
+            "serving",
+            String::new(),
+        )?),
+        Event::DeploymentRolledBack(e) => Some(deployment(
+            &e.deployment,
+            "",
+            e.to_version,
+            "rolled_back",
+            e.reason.clone(),
+        )?),
+        Event::DeploymentFailed(e) => Some(deployment(
+            &e.deployment,
+            "",
+            None,
+            "failed",
+            e.error.clone(),
+        )?),
+        Event::MonitorAlertRaised(e) => Some(
+            Query::insert()
+                .into_table(Alerts::Table)
+                .columns([
+                    Alerts::AlertId,
+                    Alerts::Rule,
+                    Alerts::Deployment,
+                    Alerts::Severity,
+                    Alerts::Message,
+                    Alerts::Status,
+                    Alerts::RaisedAt,
+                ])
+                .values([
+                    e.alert_id.clone().into(),
+                    e.rule.clone().into(),
+                    e.deployment.clone().into(),
+                    e.severity.clone().into(),
+                    e.message.clone().into(),
+                    "open".into(),
+                    now.into(),
+                ])
+                .map_err(bad)?
+                .on_conflict(
+                    OnConflict::column(Alerts::AlertId)
+                        .update_columns([Alerts::Severity, Alerts::Message, Alerts::Status])
+                        .to_owned(),
+                )
+                .to_owned(),
+        ),
+        Event::MonitorAlertResolved(e) => Some(
+            Query::insert()
+                .into_table(Alerts::Table)
+                .columns([
+                    Alerts::AlertId,
+                    Alerts::Rule,
+                    Alerts::Deployment,
+                    Alerts::Severity,
+                    Alerts::Message,
+                    Alerts::Status,
+                    Alerts::ResolvedAt,
+                ])
+                .values([
+                    e.alert_id.clone().into(),
+                    e.rule.clone().into(),
+                    e.deployment.clone().into(),
+                    "info".into(),
+                    String::new().into(),
+                    "resolved".into(),
+                    now.into(),
+                ])
+                .map_err(bad)?
+                .on_conflict(
+                    OnConflict::column(Alerts::AlertId)
+                        .update_columns([Alerts::Status, Alerts::ResolvedAt])
+                        .to_owned(),
+                )
+                .to_owned(),
+        ),
+        // Reports are the monitor's; the registry only tracks alerts.
+        Event::MonitorReportCreated(_) => None,
+        other => {
+            return Err(RegistryError::InvalidParameter(format!(
+                "unexpected {} on the {consumer} consumer",
+                other.event_type()
+            )));
+        }
+    };
+    if let Some(statement) = statement {
+        txn.execute(&statement).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A deployment as the registry last heard of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentView {
+    /// Deployment name.
+    pub deployment: String,
+    /// Model name.
+    pub model: String,
+    /// Version serving all traffic, once rolled out.
+    pub version: Option<i64>,
+    /// `requested`, `rolling_out`, `serving`, `rolled_back` or `failed`.
+    pub status: String,
+    /// The latest detail (traffic split, error, reason).
+    pub detail: String,
+    /// When it last changed, ms.
+    pub updated_at: i64,
+}
+
+/// Every deployment, optionally of one model.
+pub async fn deployments<C: ConnectionTrait>(
+    db: &C,
+    model: Option<&str>,
+) -> Result<Vec<DeploymentView>> {
+    let mut select = Query::select();
+    select
+        .columns([
+            Deployments::Deployment,
+            Deployments::Model,
+            Deployments::Version,
+            Deployments::Status,
+            Deployments::Detail,
+            Deployments::UpdatedAt,
+        ])
+        .from(Deployments::Table)
+        .order_by(Deployments::Deployment, Order::Asc);
+    if let Some(model) = model {
+        select.and_where(Expr::col(Deployments::Model).eq(model));
+    }
+    db.query_all(&select)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DeploymentView {
+                deployment: r.try_get("", "deployment")?,
+                model: r.try_get("", "model")?,
+                version: r.try_get("", "version")?,
+                status: r.try_get("", "status")?,
+                detail: r.try_get("", "detail")?,
+                updated_at: r.try_get("", "updated_at")?,
+            })
+        })
+        .collect()
+}
+
+/// An alert as the registry last heard of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    /// Alert id.
+    pub alert_id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Deployment.
+    pub deployment: String,
+    /// Severity.
+    pub severity: String,
+    /// What happened.
+    pub message: String,
+    /// `open` or `resolved`.
+    pub status: String,
+}
+
+/// Alerts, open ones only when `open_only`.
+pub async fn alerts<C: ConnectionTrait>(db: &C, open_only: bool) -> Result<Vec<AlertView>> {
+    let mut select = Query::select();
+    select
+        .columns([
+            Alerts::AlertId,
+            Alerts::Rule,
+            Alerts::Deployment,
+            Alerts::Severity,
+            Alerts::Message,
+            Alerts::Status,
+        ])
+        .from(Alerts::Table)
+        .order_by(Alerts::AlertId, Order::Asc);
+    if open_only {
+        select.and_where(Expr::col(Alerts::Status).eq("open"));
+    }
+    db.query_all(&select)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AlertView {
+                alert_id: r.try_get("", "alert_id")?,
+                rule: r.try_get("", "rule")?,
+                deployment: r.try_get("", "deployment")?,
+                severity: r.try_get("", "severity")?,
+                message: r.try_get("", "message")?,
+                status: r.try_get("", "status")?,
+            })
+        })
+        .collect()
+}
+
+/// A training job as the registry last heard of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Job id.
+    pub job_id: String,
+    /// Model.
+    pub model: String,
+    /// Status.
+    pub status: String,
+    /// Attempt.
+    pub attempt: i64,
+    /// Latest detail (pool, progress, error).
+    pub detail: String,
+    /// The version it registered, if any.
+    pub registered_version: Option<i64>,
+}
+
+/// Training jobs, newest change first.
+pub async fn jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<JobView>> {
+    db.query_all(
+        &Query::select()
+            .columns([
+                Jobs::JobId,
+                Jobs::Model,
+                Jobs::Status,
+                Jobs::Attempt,
+                Jobs::Detail,
+                Jobs::RegisteredVersion,
+            ])
+            .from(Jobs::Table)
+            .order_by(Jobs::UpdatedAt, Order::Desc)
+            .limit(1000)
+            .to_owned(),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(JobView {
+            job_id: r.try_get("", "job_id")?,
+            model: r.try_get("", "model")?,
+            status: r.try_get("", "status")?,
+            attempt: r.try_get("", "attempt")?,
+            detail: r.try_get("", "detail")?,
+            registered_version: r.try_get("", "registered_version")?,
+        })
+    })
+    .collect()
+}
