@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 ensure_nats
 ensure_postgres
 start_s3 flywheel-test
-ensure_mlflow_client
+ensure_test_python
 export FLYWHEEL_TEST_NATS_URL="$FLYWHEEL_NATS_URL"
 export FLYWHEEL_TEST_DATABASE_URL="$FLYWHEEL_PG_URL"
 export FLYWHEEL_TEST_S3_ENDPOINT="$FLYWHEEL_S3_ENDPOINT"

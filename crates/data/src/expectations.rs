@@ -9,7 +9,7 @@ use crate::profile::{Profile, numeric_values, string_values};
 use crate::read::{ColumnSchema, Table};
 
 /// One expectation of a validation suite.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Expectation {
     /// The column exists (with this logical type, when given).
@@ -90,7 +90,7 @@ impl Expectation {
 }
 
 /// The outcome of one expectation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExpectationOutcome {
     /// The expectation's name.
     pub expectation: String,

@@ -23,7 +23,7 @@ pub const TOP_K: usize = 20;
 pub const DISTINCT_CAP: usize = 100_000;
 
 /// Equal-width bins; the last bin includes its right edge (as numpy.histogram).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Histogram {
     /// `bins + 1` increasing edges.
     pub edges: Vec<f64>,
@@ -57,7 +57,7 @@ impl Histogram {
 }
 
 /// Statistics of a numeric column (nulls and NaN excluded).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NumericProfile {
     /// Smallest value.
     pub min: f64,
@@ -74,14 +74,14 @@ pub struct NumericProfile {
 }
 
 /// Frequencies of a categorical column.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CategoricalProfile {
     /// The most frequent values with counts, most frequent first (ties by value).
     pub top: Vec<(String, u64)>,
 }
 
 /// One column's profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ColumnProfile {
     /// Column name.
     pub name: String,
@@ -102,7 +102,7 @@ pub struct ColumnProfile {
 }
 
 /// A dataset version's profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Profile {
     /// Rows.
     pub row_count: u64,

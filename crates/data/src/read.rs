@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{DataError, Result};
 
 /// A supported file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Comma-separated values with a header row.
@@ -52,7 +52,7 @@ impl Format {
 }
 
 /// A column of a logical schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ColumnSchema {
     /// Column name.
     pub name: String,

@@ -18,7 +18,7 @@ use crate::tracking::now_millis;
 use crate::{AppState, RegistryError, Result};
 
 /// A stored dataset version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DatasetVersion {
     /// Dataset name.
     pub dataset: String,

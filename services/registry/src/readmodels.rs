@@ -223,7 +223,7 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
 }
 
 /// A deployment as the registry last heard of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeploymentView {
     /// Deployment name.
     pub deployment: String,
@@ -276,7 +276,7 @@ pub async fn deployments<C: ConnectionTrait>(
 }
 
 /// An alert as the registry last heard of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AlertView {
     /// Alert id.
     pub alert_id: String,
@@ -326,7 +326,7 @@ pub async fn alerts<C: ConnectionTrait>(db: &C, open_only: bool) -> Result<Vec<A
 }
 
 /// A training job as the registry last heard of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobView {
     /// Job id.
     pub job_id: String,

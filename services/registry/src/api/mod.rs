@@ -1,6 +1,8 @@
 //! The native REST API under `/api/v1` (grows with the registry issue; errors use the
 //! platform's `{"code", "message"}` format through [`RegistryError`]'s `IntoResponse`).
 
+mod openapi;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -28,6 +30,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/promotions/{id}", get(get_promotion))
         .route("/api/v1/promotions/{id}/approve", post(approve))
         .route("/api/v1/promotions/{id}/reject", post(reject))
+        .route("/api/v1/openapi.json", get(openapi_document))
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/alerts", get(list_alerts))
@@ -92,7 +95,7 @@ async fn set_policy(
     Ok(Json(policy))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PromotionRequest {
     alias: String,
@@ -117,7 +120,7 @@ async fn get_promotion(
     Ok(Json(governance::get_promotion(&state.db, id).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 struct DecisionRequest {
     comment: String,
@@ -167,7 +170,7 @@ struct PushQuery {
     format: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PushReference {
     /// A key in the artifact store, relative to its root.
@@ -274,7 +277,7 @@ async fn list_alerts(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RetrainRequest {
     dataset: String,
@@ -345,4 +348,9 @@ async fn retrain(
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({"request_id": request_id})),
     ))
+}
+
+async fn openapi_document() -> Json<serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi::document).clone())
 }

@@ -9,7 +9,7 @@ use crate::schema::Audit;
 use crate::tracking::now_millis;
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// Position in the log (increasing).
     pub id: i64,

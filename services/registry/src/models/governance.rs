@@ -18,7 +18,7 @@ use crate::tracking::now_millis;
 use crate::{AppState, RegistryError, Result};
 
 /// A metric that must not get worse than the `production` version's beyond a tolerance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegressionGate {
     /// Metric name.
     pub metric: String,
@@ -39,7 +39,7 @@ fn production() -> Vec<String> {
 }
 
 /// A model's governance policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Thresholds every candidate must meet.
@@ -287,7 +287,7 @@ pub(crate) async fn on_registered(
 }
 
 /// A request to point an alias at a version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Promotion {
     /// Id.
     pub id: i64,
@@ -308,7 +308,7 @@ pub struct Promotion {
 }
 
 /// One approver's decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Decision {
     /// Who decided.
     pub approver: String,

@@ -1,5 +1,5 @@
 //! The unmodified `mlflow` Python client drives the registry (`client_workflow.py`).
-//! `FLYWHEEL_TEST_MLFLOW_PYTHON` names the interpreter of a virtualenv with mlflow;
+//! `FLYWHEEL_TEST_PYTHON` names the interpreter of a virtualenv with mlflow;
 //! scripts/test.sh creates it.
 
 use std::process::Command;
@@ -10,8 +10,8 @@ use crate::helpers::{Backend, Registry};
 
 #[tokio::test]
 async fn mlflow_client_workflow() -> anyhow::Result<()> {
-    let python = std::env::var("FLYWHEEL_TEST_MLFLOW_PYTHON")
-        .context("FLYWHEEL_TEST_MLFLOW_PYTHON is not set: run the tests with scripts/test.sh, which installs mlflow")?;
+    let python = std::env::var("FLYWHEEL_TEST_PYTHON")
+        .context("FLYWHEEL_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs mlflow")?;
     let registry = Registry::start(Backend::Postgres).await?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client_workflow.py");
     let base = registry.base.clone();

@@ -6,6 +6,7 @@ mod datasets;
 mod governance;
 mod helpers;
 mod jobs;
+mod openapi;
 mod readmodels;
 mod registry;
 mod tracking;

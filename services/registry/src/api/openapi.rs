@@ -1,0 +1,298 @@
+//! The OpenAPI 3.1 document of `/api/v1`, served at `/api/v1/openapi.json`. Schemas come from
+//! the same Rust types the handlers use (schemars, JSON Schema 2020-12), so they cannot drift.
+
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{Map, Value, json};
+
+use super::{DecisionRequest, PromotionRequest, PushReference, RetrainRequest};
+use crate::datasets::DatasetVersion;
+use crate::models::AuditEntry;
+use crate::models::governance::{Policy, Promotion};
+use crate::readmodels::{AlertView, DeploymentView, JobView};
+
+struct Doc {
+    generator: SchemaGenerator,
+    paths: Map<String, Value>,
+}
+
+/// A response or request body: a schema reference, or nothing.
+type Body = Option<Value>;
+
+impl Doc {
+    fn schema<T: JsonSchema>(&mut self) -> Value {
+        self.generator.subschema_for::<T>().to_value()
+    }
+
+    fn operation(
+        &mut self,
+        method: &str,
+        path: &str,
+        summary: &str,
+        body: Body,
+        ok: (u16, Body),
+        errors: &[u16],
+    ) {
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut responses = Map::new();
+        let ok_body = match ok.1 {
+            Some(schema) => {
+                json!({"description": "success", "content": {"application/json": {"schema": schema}}})
+            }
+            None => json!({"description": "success"}),
+        };
+        responses.insert(ok.0.to_string(), ok_body);
+        for status in errors {
+            responses.insert(
+                status.to_string(),
+                json!({"description": error_description(*status), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+            );
+        }
+        let mut operation = json!({"summary": summary, "operationId": operation_id(method, path), "parameters": parameters, "responses": responses});
+        if let Some(schema) = body {
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        let entry = self
+            .paths
+            .entry(path.to_owned())
+            .or_insert_with(|| json!({}));
+        entry[method] = operation;
+    }
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    let words: Vec<String> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .map(|s| s.trim_matches(['{', '}']).replace('-', "_"))
+        .collect();
+    format!("{method}_{}", words.join("_"))
+}
+
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "malformed request",
+        403 => "not allowed",
+        404 => "not found",
+        409 => "conflicts with the current state",
+        413 => "body too large",
+        422 => "refused (invalid body or failed gates)",
+        _ => "error",
+    }
+}
+
+/// Builds the document.
+pub(crate) fn document() -> Value {
+    let settings =
+        SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas/".into());
+    let mut doc = Doc {
+        generator: settings.into_generator(),
+        paths: Map::new(),
+    };
+    let list = |item: Value| json!({"type": "array", "items": item});
+
+    let dataset_version = doc.schema::<DatasetVersion>();
+    let expectations = doc.schema::<Vec<flywheel_data::Expectation>>();
+    let profile = doc.schema::<flywheel_data::Profile>();
+    let reference = doc.schema::<PushReference>();
+    doc.operation(
+        "get",
+        "/api/v1/datasets/{name}/suite",
+        "The dataset's validation suite",
+        None,
+        (200, Some(expectations.clone())),
+        &[400],
+    );
+    doc.operation(
+        "put",
+        "/api/v1/datasets/{name}/suite",
+        "Set the dataset's validation suite",
+        Some(expectations.clone()),
+        (200, Some(expectations)),
+        &[400, 422],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/datasets/{name}/versions",
+        "Versions of a dataset, newest first",
+        None,
+        (200, Some(list(dataset_version.clone()))),
+        &[400],
+    );
+    doc.operation(
+        "post",
+        "/api/v1/datasets/{name}/versions",
+        "Push a version: the CSV or Parquet file as the body (?format=csv|parquet), or {\"key\"} of an object in the store as JSON. 201 when new, 200 when the same bytes exist.",
+        Some(reference),
+        (201, Some(dataset_version.clone())),
+        &[400, 404, 413],
+    );
+    if let Some(post) = doc
+        .paths
+        .get_mut("/api/v1/datasets/{name}/versions")
+        .and_then(|p| p.get_mut("post"))
+    {
+        post["requestBody"]["content"]["text/csv"] = json!({"schema": {"type": "string"}});
+        post["requestBody"]["content"]["application/octet-stream"] =
+            json!({"schema": {"type": "string", "format": "binary"}});
+        post["parameters"].as_array_mut().map(|p| p.push(json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["csv", "parquet"]}})));
+        post["responses"]["200"] = json!({"description": "the same bytes were pushed before", "content": {"application/json": {"schema": dataset_version.clone()}}});
+    }
+    doc.operation(
+        "get",
+        "/api/v1/datasets/{name}/versions/{version}",
+        "One dataset version with its validation outcome",
+        None,
+        (200, Some(dataset_version)),
+        &[404],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/datasets/{name}/versions/{version}/profile",
+        "The version's column profile",
+        None,
+        (200, Some(profile)),
+        &[404],
+    );
+
+    let policy = doc.schema::<Policy>();
+    doc.operation(
+        "get",
+        "/api/v1/models/{name}/policy",
+        "The model's governance policy",
+        None,
+        (200, Some(policy.clone())),
+        &[404],
+    );
+    doc.operation(
+        "put",
+        "/api/v1/models/{name}/policy",
+        "Set the model's governance policy",
+        Some(policy.clone()),
+        (200, Some(policy)),
+        &[400, 404, 422],
+    );
+    let promotion = doc.schema::<Promotion>();
+    let promotion_request = doc.schema::<PromotionRequest>();
+    doc.operation(
+        "post",
+        "/api/v1/models/{name}/versions/{version}/promotions",
+        "Request moving an alias to a version (applied at once unless the policy wants approvals)",
+        Some(promotion_request),
+        (200, Some(promotion.clone())),
+        &[400, 404, 422],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/promotions/{id}",
+        "A promotion request and its decisions",
+        None,
+        (200, Some(promotion.clone())),
+        &[404],
+    );
+    let decision = doc.schema::<DecisionRequest>();
+    doc.operation(
+        "post",
+        "/api/v1/promotions/{id}/approve",
+        "Approve (enough approvals apply the promotion)",
+        Some(decision.clone()),
+        (200, Some(promotion.clone())),
+        &[403, 404, 409, 422],
+    );
+    doc.operation(
+        "post",
+        "/api/v1/promotions/{id}/reject",
+        "Reject the promotion",
+        Some(decision),
+        (200, Some(promotion)),
+        &[403, 404, 409],
+    );
+    let audit = doc.schema::<Vec<AuditEntry>>();
+    doc.operation(
+        "get",
+        "/api/v1/models/{name}/audit",
+        "Every audited change of the model, oldest first",
+        None,
+        (200, Some(audit)),
+        &[404],
+    );
+    let retrain = doc.schema::<RetrainRequest>();
+    doc.operation(
+        "post",
+        "/api/v1/models/{name}/retrain",
+        "Request a retraining (training.requested) on a dataset version, the latest by default",
+        Some(retrain),
+        (202, Some(json!({"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]}))),
+        &[400, 404, 422],
+    );
+    let jobs = doc.schema::<Vec<JobView>>();
+    doc.operation(
+        "get",
+        "/api/v1/jobs",
+        "Training jobs as the registry last heard of them",
+        None,
+        (200, Some(jobs)),
+        &[],
+    );
+    let deployments = doc.schema::<Vec<DeploymentView>>();
+    doc.operation(
+        "get",
+        "/api/v1/deployments",
+        "Deployments (?model= to filter)",
+        None,
+        (200, Some(deployments)),
+        &[],
+    );
+    if let Some(get) = doc
+        .paths
+        .get_mut("/api/v1/deployments")
+        .and_then(|p| p.get_mut("get"))
+    {
+        get["parameters"] = json!([{"name": "model", "in": "query", "required": false, "schema": {"type": "string"}}]);
+    }
+    let alerts = doc.schema::<Vec<AlertView>>();
+    doc.operation(
+        "get",
+        "/api/v1/alerts",
+        "Monitor alerts (?open=true for open ones)",
+        None,
+        (200, Some(alerts)),
+        &[],
+    );
+    if let Some(get) = doc
+        .paths
+        .get_mut("/api/v1/alerts")
+        .and_then(|p| p.get_mut("get"))
+    {
+        get["parameters"] = json!([{"name": "open", "in": "query", "required": false, "schema": {"type": "boolean"}}]);
+    }
+    doc.operation(
+        "get",
+        "/api/v1/openapi.json",
+        "This document",
+        None,
+        (200, Some(json!({"type": "object"}))),
+        &[],
+    );
+
+    let mut schemas = doc.generator.take_definitions(true);
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Flywheel registry",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Datasets, governance, promotions, audit log and read-models. The MLflow-compatible API lives under /api/2.0/mlflow/. Acting user: the X-Flywheel-Actor header."
+        },
+        "paths": doc.paths,
+        "components": {"schemas": schemas},
+    })
+}
