@@ -140,8 +140,10 @@ pub(crate) fn document() -> Value {
         post["requestBody"]["content"]["text/csv"] = json!({"schema": {"type": "string"}});
         post["requestBody"]["content"]["application/octet-stream"] =
             json!({"schema": {"type": "string", "format": "binary"}});
-        post["parameters"].as_array_mut().map(|p| p.push(json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["csv", "parquet"]}})));
-        post["responses"]["200"] = json!({"description": "the same bytes were pushed before", "content": {"application/json": {"schema": dataset_version.clone()}}});
+        if let Some(parameters) = post["parameters"].as_array_mut() {
+            parameters.push(json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["csv", "parquet"]}}));
+        }
+        post["responses"]["200"] = json!({"description": "the same bytes were pushed before", "content": {"application/json": {"schema": dataset_version}}});
     }
     doc.operation(
         "get",
