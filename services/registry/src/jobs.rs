@@ -29,8 +29,12 @@ pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
 
 /// Handles one `training.job.*` event.
 pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
-    let envelope = delivery.envelope;
-    let outcome = models::caused_by(envelope.clone(), apply(&state, &envelope)).await;
+    let envelope = delivery.envelope.clone();
+    let outcome = models::caused_by(
+        envelope.clone(),
+        apply(&state, &envelope, delivery.stream_sequence),
+    )
+    .await;
     match outcome {
         Ok(()) => Outcome::Ack,
         Err(RegistryError::Db(e)) => {
@@ -43,7 +47,11 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
     }
 }
 
-async fn apply(state: &AppState, envelope: &flywheel_events::Envelope) -> Result<()> {
+async fn apply(
+    state: &AppState,
+    envelope: &flywheel_events::Envelope,
+    delivery_seq: u64,
+) -> Result<()> {
     let txn = state.db.begin().await?;
     if !flywheel_db::inbox::claim(&txn, crate::SERVICE, "training-jobs", envelope.id).await? {
         return Ok(());
@@ -112,6 +120,7 @@ async fn apply(state: &AppState, envelope: &flywheel_events::Envelope) -> Result
             )));
         }
     };
+    let seq = i64::try_from(delivery_seq).unwrap_or(i64::MAX);
     upsert_job(
         &txn,
         job_id,
@@ -120,6 +129,7 @@ async fn apply(state: &AppState, envelope: &flywheel_events::Envelope) -> Result
         i64::from(attempt),
         &request_id,
         &detail,
+        seq,
     )
     .await?;
     txn.commit().await?;
@@ -129,6 +139,7 @@ async fn apply(state: &AppState, envelope: &flywheel_events::Envelope) -> Result
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upsert_job<C: ConnectionTrait>(
     db: &C,
     job_id: &str,
@@ -137,8 +148,17 @@ async fn upsert_job<C: ConnectionTrait>(
     attempt: i64,
     request_id: &str,
     detail: &str,
+    seq: i64,
 ) -> Result<()> {
-    let mut update_columns = vec![Jobs::Status, Jobs::Attempt, Jobs::Detail, Jobs::UpdatedAt];
+    // Handlers run concurrently (and across replicas): a job's row only moves forward in
+    // stream order.
+    let mut update_columns = vec![
+        Jobs::Status,
+        Jobs::Attempt,
+        Jobs::Detail,
+        Jobs::UpdatedAt,
+        Jobs::LastSeq,
+    ];
     if !model.is_empty() {
         update_columns.push(Jobs::Model);
     }
@@ -156,6 +176,7 @@ async fn upsert_job<C: ConnectionTrait>(
                 Jobs::RequestId,
                 Jobs::Detail,
                 Jobs::UpdatedAt,
+                Jobs::LastSeq,
             ])
             .values([
                 job_id.into(),
@@ -165,11 +186,13 @@ async fn upsert_job<C: ConnectionTrait>(
                 request_id.into(),
                 detail.into(),
                 now_millis().into(),
+                seq.into(),
             ])
             .map_err(|e| RegistryError::InvalidParameter(e.to_string()))?
             .on_conflict(
                 OnConflict::column(Jobs::JobId)
                     .update_columns(update_columns)
+                    .action_and_where(Expr::cust("excluded.last_seq > registry_jobs.last_seq"))
                     .to_owned(),
             )
             .to_owned(),

@@ -550,6 +550,7 @@ impl MigrationTrait for CreateJobs {
                     .col(ColumnDef::new(Jobs::Detail).text().not_null())
                     .col(ColumnDef::new(Jobs::RegisteredVersion).big_integer().null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::LastSeq).big_integer().not_null())
                     .to_owned(),
             )
             .await
@@ -724,6 +725,11 @@ impl MigrationTrait for CreateReadModels {
                             .big_integer()
                             .not_null(),
                     )
+                    .col(
+                        ColumnDef::new(Deployments::LastSeq)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -749,6 +755,7 @@ impl MigrationTrait for CreateReadModels {
                     .col(ColumnDef::new(Alerts::Status).string_len(16).not_null())
                     .col(ColumnDef::new(Alerts::RaisedAt).big_integer().null())
                     .col(ColumnDef::new(Alerts::ResolvedAt).big_integer().null())
+                    .col(ColumnDef::new(Alerts::LastSeq).big_integer().not_null())
                     .to_owned(),
             )
             .await

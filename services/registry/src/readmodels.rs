@@ -45,6 +45,32 @@ fn bad(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::InvalidParameter(e.to_string())
 }
 
+/// An upsert that only moves a row forward in stream order: handlers run concurrently (and
+/// across replicas), so an older event must not overwrite a newer one.
+fn upsert<T: sea_orm::sea_query::Iden + Copy + 'static>(
+    table: T,
+    table_name: &str,
+    key: T,
+    values: Vec<(T, sea_orm::Value)>,
+    update: &[T],
+) -> Result<sea_orm::sea_query::InsertStatement> {
+    let (columns, values): (Vec<T>, Vec<sea_orm::Value>) = values.into_iter().unzip();
+    Ok(Query::insert()
+        .into_table(table)
+        .columns(columns)
+        .values(values.into_iter().map(Into::into))
+        .map_err(bad)?
+        .on_conflict(
+            OnConflict::column(key)
+                .update_columns(update.iter().copied())
+                .action_and_where(Expr::cust(format!(
+                    "excluded.last_seq > {table_name}.last_seq"
+                )))
+                .to_owned(),
+        )
+        .to_owned())
+}
+
 async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
     let envelope = &delivery.envelope;
     let txn = state.db.begin().await?;
@@ -57,12 +83,14 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
         return Ok(());
     }
     let now = now_millis();
+    let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
     let deployment =
         |name: &str, model: &str, version: Option<u32>, status: &str, detail: String| {
             let mut update = vec![
                 Deployments::Status,
                 Deployments::Detail,
                 Deployments::UpdatedAt,
+                Deployments::LastSeq,
             ];
             if !model.is_empty() {
                 update.push(Deployments::Model);
@@ -70,33 +98,57 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
             if version.is_some() {
                 update.push(Deployments::Version);
             }
-            Query::insert()
-                .into_table(Deployments::Table)
-                .columns([
-                    Deployments::Deployment,
-                    Deployments::Model,
-                    Deployments::Version,
-                    Deployments::Status,
-                    Deployments::Detail,
-                    Deployments::UpdatedAt,
-                ])
-                .values([
-                    name.into(),
-                    model.into(),
-                    version.map(i64::from).into(),
-                    status.into(),
-                    detail.into(),
-                    now.into(),
-                ])
-                .map(|q| {
-                    q.on_conflict(
-                        OnConflict::column(Deployments::Deployment)
-                            .update_columns(update)
-                            .to_owned(),
-                    )
-                    .to_owned()
-                })
-                .map_err(bad)
+            upsert(
+                Deployments::Table,
+                "registry_deployments",
+                Deployments::Deployment,
+                vec![
+                    (Deployments::Deployment, name.into()),
+                    (Deployments::Model, model.into()),
+                    (Deployments::Version, version.map(i64::from).into()),
+                    (Deployments::Status, status.into()),
+                    (Deployments::Detail, detail.into()),
+                    (Deployments::UpdatedAt, now.into()),
+                    (Deployments::LastSeq, seq.into()),
+                ],
+                &update,
+            )
+        };
+    let alert =
+        |id: &str, rule: &str, deployment: &str, severity: &str, message: &str, status: &str| {
+            let (stamp, update) = if status == "open" {
+                (
+                    Alerts::RaisedAt,
+                    vec![
+                        Alerts::Severity,
+                        Alerts::Message,
+                        Alerts::Status,
+                        Alerts::RaisedAt,
+                        Alerts::LastSeq,
+                    ],
+                )
+            } else {
+                (
+                    Alerts::ResolvedAt,
+                    vec![Alerts::Status, Alerts::ResolvedAt, Alerts::LastSeq],
+                )
+            };
+            upsert(
+                Alerts::Table,
+                "registry_alerts",
+                Alerts::AlertId,
+                vec![
+                    (Alerts::AlertId, id.into()),
+                    (Alerts::Rule, rule.into()),
+                    (Alerts::Deployment, deployment.into()),
+                    (Alerts::Severity, severity.into()),
+                    (Alerts::Message, message.into()),
+                    (Alerts::Status, status.into()),
+                    (stamp, now.into()),
+                    (Alerts::LastSeq, seq.into()),
+                ],
+                &update,
+            )
         };
     let statement = match &envelope.event {
         Event::DeploymentRequested(e) => Some(deployment(
@@ -148,64 +200,22 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
             "failed",
             e.error.clone(),
         )?),
-        Event::MonitorAlertRaised(e) => Some(
-            Query::insert()
-                .into_table(Alerts::Table)
-                .columns([
-                    Alerts::AlertId,
-                    Alerts::Rule,
-                    Alerts::Deployment,
-                    Alerts::Severity,
-                    Alerts::Message,
-                    Alerts::Status,
-                    Alerts::RaisedAt,
-                ])
-                .values([
-                    e.alert_id.clone().into(),
-                    e.rule.clone().into(),
-                    e.deployment.clone().into(),
-                    e.severity.clone().into(),
-                    e.message.clone().into(),
-                    "open".into(),
-                    now.into(),
-                ])
-                .map_err(bad)?
-                .on_conflict(
-                    OnConflict::column(Alerts::AlertId)
-                        .update_columns([Alerts::Severity, Alerts::Message, Alerts::Status])
-                        .to_owned(),
-                )
-                .to_owned(),
-        ),
-        Event::MonitorAlertResolved(e) => Some(
-            Query::insert()
-                .into_table(Alerts::Table)
-                .columns([
-                    Alerts::AlertId,
-                    Alerts::Rule,
-                    Alerts::Deployment,
-                    Alerts::Severity,
-                    Alerts::Message,
-                    Alerts::Status,
-                    Alerts::ResolvedAt,
-                ])
-                .values([
-                    e.alert_id.clone().into(),
-                    e.rule.clone().into(),
-                    e.deployment.clone().into(),
-                    "info".into(),
-                    String::new().into(),
-                    "resolved".into(),
-                    now.into(),
-                ])
-                .map_err(bad)?
-                .on_conflict(
-                    OnConflict::column(Alerts::AlertId)
-                        .update_columns([Alerts::Status, Alerts::ResolvedAt])
-                        .to_owned(),
-                )
-                .to_owned(),
-        ),
+        Event::MonitorAlertRaised(e) => Some(alert(
+            &e.alert_id,
+            &e.rule,
+            &e.deployment,
+            &e.severity,
+            &e.message,
+            "open",
+        )?),
+        Event::MonitorAlertResolved(e) => Some(alert(
+            &e.alert_id,
+            &e.rule,
+            &e.deployment,
+            "info",
+            "",
+            "resolved",
+        )?),
         // Reports are the monitor's; the registry only tracks alerts.
         Event::MonitorReportCreated(_) => None,
         other => {

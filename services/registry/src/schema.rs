@@ -218,6 +218,7 @@ pub(crate) enum Jobs {
     Detail,
     RegisteredVersion,
     UpdatedAt,
+    LastSeq,
 }
 
 /// Datasets and their validation suites.
@@ -264,6 +265,7 @@ pub(crate) enum Deployments {
     Status,
     Detail,
     UpdatedAt,
+    LastSeq,
 }
 
 /// Read-model of monitor alerts, from `monitor.alert.*` events.
@@ -279,4 +281,5 @@ pub(crate) enum Alerts {
     Status,
     RaisedAt,
     ResolvedAt,
+    LastSeq,
 }

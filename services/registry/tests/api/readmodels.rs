@@ -88,10 +88,27 @@ async fn deployments_and_alerts_follow_the_bus(r: &Registry) -> anyhow::Result<(
     assert_eq!(deployments[0]["deployment"], "churn-prod");
     assert_eq!(deployments[0]["version"], 3);
     assert_eq!(deployments[0]["status"], "serving");
-    let open = poll(r, "/api/v1/alerts?open=true", |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
+    // Wait until all four events are applied, whatever order the concurrent handlers took.
+    let all = poll(r, "/api/v1/alerts", |v| {
+        v.as_array().is_some_and(|a| {
+            a.len() == 2
+                && a.iter()
+                    .any(|x| x["alert_id"] == "a2" && x["status"] == "resolved")
+        })
     })
     .await?;
+    assert_eq!(all[0]["status"], "open");
+    assert_eq!(
+        all[1]["status"], "resolved",
+        "the newer event wins even if handled first: {all}"
+    );
+    let open: Value = r
+        .http
+        .get(r.url("/api/v1/alerts?open=true"))
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(
         open.as_array().map(|a| a
             .iter()
@@ -99,11 +116,6 @@ async fn deployments_and_alerts_follow_the_bus(r: &Registry) -> anyhow::Result<(
             .collect::<Vec<_>>()),
         Some(vec!["a1"])
     );
-    let all = poll(r, "/api/v1/alerts", |v| {
-        v.as_array().is_some_and(|a| a.len() == 2)
-    })
-    .await?;
-    assert_eq!(all[1]["status"], "resolved");
     flywheel_testkit::cleanup_bus(&bus).await;
     Ok(())
 }
