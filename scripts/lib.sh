@@ -120,17 +120,18 @@ start_s3() { # bucket
   export FLYWHEEL_S3_ENDPOINT="http://127.0.0.1:$port"
 }
 
-# A virtualenv with the stock mlflow client (MLflow-compatibility tests) and
-# openapi-spec-validator (the registry's OpenAPI document). Exports FLYWHEEL_TEST_PYTHON.
+# A virtualenv with the stock mlflow client and what `mlflow.sklearn.log_model` needs
+# (MLflow-compatibility tests), and openapi-spec-validator (the registry's OpenAPI document).
+# Exports FLYWHEEL_TEST_PYTHON.
 MLFLOW_VERSION=3.17.2
 OPENAPI_VALIDATOR_VERSION=0.9.0
+PY_TEST_PACKAGES=("mlflow-skinny==$MLFLOW_VERSION" "scikit-learn>=1.5,<2" "pandas>=2,<3" "skops<1" "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION")
 ensure_test_python() {
-  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/flywheel-tools/py-mlflow-$MLFLOW_VERSION-oasv-$OPENAPI_VALIDATOR_VERSION"
-  if ! "$venv/bin/python" -c "import mlflow, openapi_spec_validator" 2>/dev/null; then
-    say "installing mlflow-skinny $MLFLOW_VERSION and openapi-spec-validator into $venv"
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/flywheel-tools/py-mlflow-$MLFLOW_VERSION-sklearn-oasv-$OPENAPI_VALIDATOR_VERSION"
+  if ! "$venv/bin/python" -c "import mlflow, sklearn, pandas, skops, openapi_spec_validator" 2>/dev/null; then
+    say "installing ${PY_TEST_PACKAGES[*]} into $venv"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; } || die "cannot create a virtualenv"
-    "$venv/bin/pip" install -q "mlflow-skinny==$MLFLOW_VERSION" "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" \
-      || die "cannot install the Python test tools from PyPI"
+    "$venv/bin/pip" install -q "${PY_TEST_PACKAGES[@]}" || die "cannot install the Python test tools from PyPI"
   fi
   export FLYWHEEL_TEST_PYTHON="$venv/bin/python"
 }

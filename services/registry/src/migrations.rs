@@ -6,8 +6,8 @@ use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trai
 
 use crate::schema::{
     Alerts, Aliases, Approvals, Audit, DatasetVersions, Datasets, Deployments, ExperimentTags,
-    Experiments, Jobs, LatestMetrics, Metrics, ModelTags, Models, Params, Policies, Promotions,
-    RunTags, Runs, VersionTags, Versions,
+    Experiments, Jobs, LatestMetrics, LoggedModelValues, LoggedModels, Metrics, ModelTags, Models,
+    Params, Policies, Promotions, RunOutputs, RunTags, Runs, VersionTags, Versions,
 };
 
 flywheel_db::migrator!(
@@ -22,6 +22,7 @@ flywheel_db::migrator!(
         CreateJobs,
         CreateDatasets,
         CreateReadModels,
+        CreateLoggedModels,
     ]
 );
 
@@ -756,6 +757,123 @@ impl MigrationTrait for CreateReadModels {
                     .col(ColumnDef::new(Alerts::RaisedAt).big_integer().null())
                     .col(ColumnDef::new(Alerts::ResolvedAt).big_integer().null())
                     .col(ColumnDef::new(Alerts::LastSeq).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// MLflow 3 LoggedModels and run outputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateLoggedModels;
+
+impl MigrationName for CreateLoggedModels {
+    fn name(&self) -> &str {
+        "m0008_registry_create_logged_models"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLoggedModels {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoggedModels::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LoggedModels::ModelId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::ExperimentId)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::Name)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::SourceRunId)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::ModelType)
+                            .string_len(250)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::Status)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LoggedModels::ArtifactUri).text().not_null())
+                    .col(
+                        ColumnDef::new(LoggedModels::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModels::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoggedModelValues::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LoggedModelValues::ModelId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModelValues::Kind)
+                            .string_len(8)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LoggedModelValues::Key)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LoggedModelValues::Value).text().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(LoggedModelValues::ModelId)
+                            .col(LoggedModelValues::Kind)
+                            .col(LoggedModelValues::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RunOutputs::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(RunOutputs::RunId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(RunOutputs::ModelId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(RunOutputs::Step).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(RunOutputs::RunId)
+                            .col(RunOutputs::ModelId),
+                    )
                     .to_owned(),
             )
             .await

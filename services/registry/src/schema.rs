@@ -283,3 +283,40 @@ pub(crate) enum Alerts {
     ResolvedAt,
     LastSeq,
 }
+
+/// MLflow 3 LoggedModels (what `mlflow.<flavor>.log_model` creates).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum LoggedModels {
+    #[sea_orm(iden = "registry_logged_models")]
+    Table,
+    ModelId,
+    ExperimentId,
+    Name,
+    SourceRunId,
+    ModelType,
+    Status,
+    ArtifactUri,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// LoggedModel tags and params (`kind` = `tag` or `param`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum LoggedModelValues {
+    #[sea_orm(iden = "registry_logged_model_values")]
+    Table,
+    ModelId,
+    Kind,
+    Key,
+    Value,
+}
+
+/// Models a run produced (`runs/outputs`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum RunOutputs {
+    #[sea_orm(iden = "registry_run_outputs")]
+    Table,
+    RunId,
+    ModelId,
+    Step,
+}

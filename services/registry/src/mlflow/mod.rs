@@ -5,12 +5,13 @@
 
 mod artifacts;
 mod error;
+mod logged_models;
 mod registry;
 mod tracking;
 mod wire;
 
 use axum::Router;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, patch, post};
 
 use crate::AppState;
 
@@ -76,6 +77,31 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             &format!("{api}/metrics/get-history"),
             get(tracking::metric_history),
+        )
+        .route(&format!("{api}/logged-models"), post(logged_models::create))
+        .route(
+            &format!("{api}/logged-models/search"),
+            post(logged_models::search),
+        )
+        .route(
+            &format!("{api}/logged-models/{{model_id}}"),
+            get(logged_models::get).patch(logged_models::finalize),
+        )
+        .route(
+            &format!("{api}/logged-models/{{model_id}}/tags"),
+            patch(logged_models::set_tags),
+        )
+        .route(
+            &format!("{api}/logged-models/{{model_id}}/tags/{{key}}"),
+            delete(logged_models::delete_tag),
+        )
+        .route(
+            &format!("{api}/logged-models/{{model_id}}/params"),
+            post(logged_models::log_params),
+        )
+        .route(
+            &format!("{api}/runs/outputs"),
+            post(logged_models::run_outputs),
         )
         .route(
             &format!("{api}/registered-models/create"),

@@ -11,6 +11,7 @@ use super::wire::WireKeyValue;
 use crate::AppState;
 use crate::models::{self, ModelVersion, NewVersion, RegisteredModel, SearchModels};
 use crate::tracking::KeyValue;
+use crate::tracking::logged_models;
 
 type Reply = Result<Json<Value>, MlflowError>;
 type Body<T> = Result<Json<T>, JsonRejection>;
@@ -46,10 +47,13 @@ struct WireModelVersion {
     status: String,
     tags: Vec<WireKeyValue>,
     aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_id: Option<String>,
 }
 
 impl From<ModelVersion> for WireModelVersion {
     fn from(v: ModelVersion) -> Self {
+        let model_id = logged_model_of(&v.source, None);
         WireModelVersion {
             version: v.version.to_string(),
             creation_timestamp: v.created_at,
@@ -62,6 +66,7 @@ impl From<ModelVersion> for WireModelVersion {
             status: v.status,
             tags: v.tags.iter().map(WireKeyValue::from).collect(),
             aliases: v.aliases,
+            model_id,
             name: v.name,
         }
     }
@@ -296,6 +301,20 @@ pub(super) struct VersionRequest {
     value: String,
     stage: String,
     archive_existing_versions: bool,
+    model_id: Option<String>,
+}
+
+/// The LoggedModel a version's source names (`models:/m-…`), if any.
+fn logged_model_of(source: &str, model_id: Option<&str>) -> Option<String> {
+    model_id
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            source
+                .strip_prefix("models:/")
+                .filter(|rest| rest.starts_with("m-") && !rest.contains('/'))
+                .map(str::to_owned)
+        })
 }
 
 pub(super) async fn create_version(
@@ -303,17 +322,42 @@ pub(super) async fn create_version(
     body: Body<VersionRequest>,
 ) -> Reply {
     let Json(request) = body?;
+    let logged_model = logged_model_of(&request.source, request.model_id.as_deref());
+    let mut run_id = request.run_id.filter(|r| !r.is_empty());
+    if let Some(model_id) = &logged_model {
+        // MLflow fills the run from the LoggedModel when the client sends none.
+        let logged = logged_models::get(&state.db, model_id).await?;
+        if run_id.is_none() {
+            run_id = logged.source_run_id;
+        }
+    }
     let new = NewVersion {
         source: request.source,
-        run_id: request.run_id,
+        run_id,
         description: request.description,
         tags: request.tags.into_iter().map(Into::into).collect(),
         ..NewVersion::default()
     };
     let version = models::create_version(&state, &request.name, new, ACTOR).await?;
-    Ok(Json(
-        json!({"model_version": WireModelVersion::from(version)}),
-    ))
+    if let Some(model_id) = &logged_model {
+        // The LoggedModel lists its registrations in a JSON array tag, which the client appends to.
+        let logged = logged_models::get(&state.db, model_id).await?;
+        let mut registrations: Vec<Value> = logged
+            .tags
+            .iter()
+            .find(|t| t.key == "mlflow.modelVersions")
+            .and_then(|t| serde_json::from_str(&t.value).ok())
+            .unwrap_or_default();
+        registrations.push(json!({"name": version.name, "version": version.version.to_string()}));
+        let tag = KeyValue {
+            key: "mlflow.modelVersions".into(),
+            value: Value::Array(registrations).to_string(),
+        };
+        logged_models::set_tags(&state.db, model_id, &[tag]).await?;
+    }
+    let mut wire = WireModelVersion::from(version);
+    wire.model_id = logged_model;
+    Ok(Json(json!({"model_version": wire})))
 }
 
 pub(super) async fn get_version(
@@ -374,5 +418,10 @@ pub(super) async fn download_uri(
     let Query(request) = query?;
     let version =
         models::get_version(&state.db, &request.name, version_number(&request.version)?).await?;
-    Ok(Json(json!({"artifact_uri": version.source})))
+    // `models:/<model_id>` resolves to the LoggedModel's files, as MLflow does.
+    let uri = match logged_model_of(&version.source, None) {
+        Some(model_id) => logged_models::get(&state.db, &model_id).await?.artifact_uri,
+        None => version.source,
+    };
+    Ok(Json(json!({"artifact_uri": uri})))
 }

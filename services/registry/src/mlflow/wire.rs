@@ -213,7 +213,9 @@ impl From<Run> for WireRun {
             },
             info: r.info.into(),
             inputs: serde_json::json!({}),
-            outputs: serde_json::json!({}),
+            outputs: serde_json::json!({
+                "model_outputs": r.outputs.iter().map(|(model_id, step)| serde_json::json!({"model_id": model_id, "step": step})).collect::<Vec<_>>()
+            }),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Both the MLflow-compatible API and the native API sit on top of it.
 
 pub mod experiments;
+pub mod logged_models;
 pub mod runs;
 pub(crate) mod search;
 
@@ -37,6 +38,13 @@ pub(crate) fn check_key(kind: &str, key: &str) -> crate::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Parses an MLflow experiment id (a decimal string on the wire).
+pub(crate) fn parse_experiment_id(raw: &str) -> crate::Result<i64> {
+    raw.trim().parse().map_err(|_| {
+        crate::RegistryError::InvalidParameter(format!("invalid experiment_id `{raw}`"))
+    })
 }
 
 /// Opaque page tokens: the offset of the next page.

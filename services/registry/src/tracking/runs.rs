@@ -105,6 +105,8 @@ pub struct Run {
     pub tags: Vec<KeyValue>,
     /// The latest value of each metric.
     pub metrics: Vec<Metric>,
+    /// Models the run produced: `(model_id, step)`.
+    pub outputs: Vec<(String, i64)>,
 }
 
 /// Values logged together, atomically.
@@ -361,6 +363,7 @@ async fn attach_data<C: ConnectionTrait>(db: &C, infos: Vec<RunInfo>) -> Result<
                 .to_owned(),
         )
         .await?;
+    let mut outputs = super::logged_models::run_outputs(db, &ids).await?;
     let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
     for row in rows {
         let run_id: String = row.try_get("", "run_id")?;
@@ -375,6 +378,7 @@ async fn attach_data<C: ConnectionTrait>(db: &C, infos: Vec<RunInfo>) -> Result<
             params: params.remove(&info.run_id).unwrap_or_default(),
             tags: tags.remove(&info.run_id).unwrap_or_default(),
             metrics: metrics.remove(&info.run_id).unwrap_or_default(),
+            outputs: outputs.remove(&info.run_id).unwrap_or_default(),
             info,
         })
         .collect())
@@ -887,6 +891,14 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(
             txn.execute(&latest).await?;
         }
         txn.commit().await?;
+    }
+    // Fresh planner statistics: right after a bulk load PostgreSQL would otherwise plan
+    // searches for empty tables (measured: 350 ms instead of 30 ms over 100 000 runs).
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_unprepared(
+            "ANALYZE registry_runs, registry_run_params, registry_run_tags, registry_run_latest_metrics, registry_run_metrics",
+        )
+        .await?;
     }
     Ok(ids)
 }

@@ -512,27 +512,10 @@ pub(crate) fn condition(clauses: &[Clause]) -> Cond {
     all
 }
 
-/// `(SELECT value FROM table WHERE run_id = registry_runs.run_id AND key = ?)`, for ordering.
-fn value_of<T: sea_orm::sea_query::Iden + Copy + 'static>(
-    table: T,
-    run_id: T,
-    key_col: T,
-    value_col: T,
-    key: &str,
-) -> Expr {
-    let select = Query::select()
-        .expr(Expr::col((table, value_col)))
-        .from(table)
-        .and_where(run_id_matches(table, run_id))
-        .and_where(Expr::col((table, key_col)).eq(key))
-        .to_owned();
-    Expr::SubQuery(None, Box::new(select.into()))
-}
-
 /// Applies `order_by` clauses (`metrics.rmse ASC`, `attributes.start_time DESC`, ...), then
 /// MLflow's default order (newest first, then run id).
 pub(crate) fn apply_order(select: &mut SelectStatement, order_by: &[String]) -> Result<()> {
-    for spec in order_by {
+    for (index, spec) in order_by.iter().enumerate() {
         let spec = spec.trim();
         if spec.is_empty() {
             continue;
@@ -548,28 +531,28 @@ pub(crate) fn apply_order(select: &mut SelectStatement, order_by: &[String]) -> 
         } else {
             Entity::Attribute(Attribute::parse(&name)?)
         };
+        // Metrics, params and tags are LEFT JOINed under an alias (one per order clause): a
+        // join lets the database hash-join instead of running a sub-query per run.
+        let alias = sea_orm::sea_query::Alias::new(format!("order_{index}"));
+        let mut join =
+            |table: sea_orm::sea_query::DynIden, run_id: &str, key_col: &str, key: &str| {
+                let run_col = sea_orm::sea_query::Alias::new(run_id);
+                let key_column = sea_orm::sea_query::Alias::new(key_col);
+                select.join_as(
+                    sea_orm::sea_query::JoinType::LeftJoin,
+                    table,
+                    alias.clone(),
+                    Cond::all()
+                        .add(Expr::col((alias.clone(), run_col)).equals((Runs::Table, Runs::RunId)))
+                        .add(Expr::col((alias.clone(), key_column)).eq(key)),
+                );
+                Expr::col((alias.clone(), sea_orm::sea_query::Alias::new("value")))
+            };
+        use sea_orm::sea_query::IntoIden;
         let expr = match &entity {
-            Entity::Metric(key) => value_of(
-                LatestMetrics::Table,
-                LatestMetrics::RunId,
-                LatestMetrics::Key,
-                LatestMetrics::Value,
-                key,
-            ),
-            Entity::Param(key) => value_of(
-                Params::Table,
-                Params::RunId,
-                Params::Key,
-                Params::Value,
-                key,
-            ),
-            Entity::Tag(key) => value_of(
-                RunTags::Table,
-                RunTags::RunId,
-                RunTags::Key,
-                RunTags::Value,
-                key,
-            ),
+            Entity::Metric(key) => join(LatestMetrics::Table.into_iden(), "run_id", "key", key),
+            Entity::Param(key) => join(Params::Table.into_iden(), "run_id", "key", key),
+            Entity::Tag(key) => join(RunTags::Table.into_iden(), "run_id", "key", key),
             Entity::Attribute(attribute) => Expr::col((Runs::Table, attribute.column())),
         };
         select.order_by_expr_with_nulls(expr, direction, sea_orm::sea_query::NullOrdering::Last);

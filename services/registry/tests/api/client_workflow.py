@@ -91,4 +91,33 @@ client.delete_registered_model_alias("churn", "champion")
 assert client.get_registered_model("churn").aliases == {}
 assert client.get_model_version_download_uri("churn", "2") == "s3://models/churn/2"
 
+# MLflow 3's log_model goes through LoggedModels; registering on the way creates a version.
+try:
+    import sklearn  # noqa: F401
+except ImportError:
+    sklearn = None
+if sklearn is not None:
+    from sklearn.linear_model import LogisticRegression
+
+    X = [[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]]
+    y = [0, 1, 0, 1]
+    model = LogisticRegression().fit(X, y)
+    with mlflow.start_run(run_name="sklearn") as sk_run:
+        mlflow.log_metric("accuracy", 1.0)
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name="sk-churn")
+    assert info.model_id.startswith("m-"), info.model_id
+    registered = client.get_model_version("sk-churn", "1")
+    assert registered.run_id == sk_run.info.run_id, (registered.run_id, sk_run.info.run_id)
+    with mlflow.start_run(run_name="sklearn-2"):
+        mlflow.sklearn.log_model(model, name="model", registered_model_name="sk-churn")
+    assert client.get_model_version("sk-churn", "2").version == "2"
+    loaded = mlflow.sklearn.load_model("models:/sk-churn/1")
+    assert list(loaded.predict(X)) == y
+    logged = client.get_logged_model(info.model_id)
+    assert logged.status == "READY" or str(logged.status).endswith("READY"), logged.status
+    assert "sk-churn" in logged.tags.get("mlflow.modelVersions", ""), logged.tags
+    print("sklearn log_model + registration + load passed")
+else:
+    raise AssertionError("scikit-learn is missing from the test virtualenv (scripts/test.sh installs it)")
+
 print(f"mlflow {mlflow.__version__}: tracking workflow passed against {os.environ['MLFLOW_TRACKING_URI']}")

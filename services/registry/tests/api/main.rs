@@ -6,6 +6,7 @@ mod datasets;
 mod governance;
 mod helpers;
 mod jobs;
+mod logged_models;
 mod openapi;
 mod readmodels;
 mod registry;
