@@ -32,6 +32,14 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection> {
     if let Some(schema) = &config.schema {
         options.set_schema_search_path(schema.clone());
     }
+    // Per connection, not once: every pooled SQLite connection must wait for the single writer
+    // (busy timeout) instead of failing at once with "database is locked".
+    options.map_sqlx_sqlite_opts(|opts| {
+        opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+    });
     let db = Database::connect(options)
         .await
         .map_err(|e| DbError::Connect(redact(&config.url), e.to_string()))?;
