@@ -31,6 +31,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/promotions/{id}/approve", post(approve))
         .route("/api/v1/promotions/{id}/reject", post(reject))
         .route("/api/v1/openapi.json", get(openapi_document))
+        .route(
+            "/api/v1/models/{name}/versions/{version}/lineage",
+            get(lineage),
+        )
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/alerts", get(list_alerts))
@@ -353,4 +357,59 @@ async fn retrain(
 async fn openapi_document() -> Json<serde_json::Value> {
     static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     Json(DOCUMENT.get_or_init(openapi::document).clone())
+}
+
+/// Where a model version came from and where it went.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Lineage {
+    model: String,
+    version: i64,
+    source: String,
+    /// Training data (with its stored version, when the registry holds it).
+    dataset: Option<flywheel_events::payloads::DatasetRef>,
+    dataset_version: Option<DatasetVersion>,
+    /// The run, job, code and parameters.
+    run_id: Option<String>,
+    parent_run_id: Option<String>,
+    job_id: Option<String>,
+    code_ref: Option<String>,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+    metrics: std::collections::BTreeMap<String, f64>,
+    aliases: Vec<String>,
+    /// Deployments serving this version.
+    deployments: Vec<crate::readmodels::DeploymentView>,
+}
+
+/// dataset version → run → model version → deployments.
+async fn lineage(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Json<Lineage>> {
+    let found = models::get_version(&state.db, &name, version).await?;
+    let dataset_version = match &found.lineage.dataset {
+        Some(d) => datasets::get_version(&state, &d.name, &d.version)
+            .await
+            .ok(),
+        None => None,
+    };
+    let deployments = crate::readmodels::deployments(&state.db, Some(&name))
+        .await?
+        .into_iter()
+        .filter(|d| d.version == Some(version))
+        .collect();
+    Ok(Json(Lineage {
+        model: found.name,
+        version: found.version,
+        source: found.source,
+        dataset: found.lineage.dataset,
+        dataset_version,
+        run_id: found.run_id.or(found.lineage.run_id),
+        parent_run_id: found.lineage.parent_run_id,
+        job_id: found.lineage.job_id,
+        code_ref: found.lineage.code_ref,
+        params: found.lineage.params,
+        metrics: found.metrics,
+        aliases: found.aliases,
+        deployments,
+    }))
 }

@@ -232,6 +232,15 @@ pub(crate) fn document() -> Value {
         (202, Some(json!({"type": "object", "properties": {"request_id": {"type": "string"}}, "required": ["request_id"]}))),
         &[400, 404, 422],
     );
+    let lineage = doc.schema::<super::Lineage>();
+    doc.operation(
+        "get",
+        "/api/v1/models/{name}/versions/{version}/lineage",
+        "Dataset version, run, job and code a version came from, and the deployments serving it",
+        None,
+        (200, Some(lineage)),
+        &[404],
+    );
     let jobs = doc.schema::<Vec<JobView>>();
     doc.operation(
         "get",

@@ -595,6 +595,26 @@ pub async fn create_version(
                 .find(|t| t.key == "mlflow.source.git.commit")
                 .map(|t| t.value.clone());
         }
+        let tag = |key: &str| {
+            run.tags
+                .iter()
+                .find(|t| t.key == key)
+                .map(|t| t.value.clone())
+        };
+        if lineage.parent_run_id.is_none() {
+            lineage.parent_run_id = tag("mlflow.parentRunId");
+        }
+        // Runs name their training data with the `flywheel.dataset` tag, `<name>@<version>`.
+        if lineage.dataset.is_none()
+            && let Some((name, version)) = tag("flywheel.dataset")
+                .as_deref()
+                .and_then(|d| d.split_once('@'))
+        {
+            lineage.dataset = Some(flywheel_events::payloads::DatasetRef {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            });
+        }
         if lineage.params.is_empty() {
             lineage.params = run
                 .params

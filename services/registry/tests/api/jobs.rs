@@ -149,6 +149,46 @@ async fn completed_jobs_register_versions_once_with_their_lineage() -> anyhow::R
         "same correlation id as the training chain"
     );
     assert_eq!(registered.causation_id, Some(done.id));
+    // The lineage chain: dataset version → job → model version → deployments.
+    bus.publish(&Envelope::new(
+        "deployer",
+        "default",
+        Event::DeploymentRolledOut(flywheel_events::payloads::DeploymentRolledOut {
+            deployment: "ltv-prod".into(),
+            rollout_id: "r1".into(),
+            model: "ltv".into(),
+            version: 1,
+        }),
+    ))
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lineage = loop {
+        let lineage: Value = r
+            .http
+            .get(r.url("/api/v1/models/ltv/versions/1/lineage"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if lineage["deployments"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+            || Instant::now() > deadline
+        {
+            break lineage;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        lineage["dataset"],
+        serde_json::json!({"name": "customers", "version": "3f2a"})
+    );
+    assert_eq!(lineage["job_id"], "job-1");
+    assert_eq!(lineage["metrics"]["auc"], 0.87);
+    assert_eq!(
+        lineage["deployments"][0]["deployment"], "ltv-prod",
+        "{lineage}"
+    );
     flywheel_testkit::cleanup_bus(&bus).await;
     r.stop().await
 }

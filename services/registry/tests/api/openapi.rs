@@ -44,6 +44,7 @@ async fn openapi_document_is_valid_and_complete() -> anyhow::Result<()> {
         "/api/v1/deployments",
         "/api/v1/alerts",
         "/api/v1/openapi.json",
+        "/api/v1/models/{name}/versions/{version}/lineage",
     ] {
         assert!(paths.contains(&expected), "{expected} is not documented");
         // And the route really exists: anything but a 404 for an unknown route.

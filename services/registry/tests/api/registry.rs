@@ -49,7 +49,7 @@ async fn new_run(r: &Registry) -> anyhow::Result<String> {
         .expect("run id")
         .to_owned();
     r.ok("runs/log-batch", json!({"run_id": run_id, "metrics": [{"key": "accuracy", "value": 0.91, "timestamp": 1, "step": 0}],
-        "params": [{"key": "depth", "value": "4"}], "tags": [{"key": "mlflow.source.git.commit", "value": "c0ffee"}]})).await?;
+        "params": [{"key": "depth", "value": "4"}], "tags": [{"key": "mlflow.source.git.commit", "value": "c0ffee"}, {"key": "flywheel.dataset", "value": "customers@0123456789abcdef"}]})).await?;
     Ok(run_id)
 }
 
@@ -283,6 +283,15 @@ async fn registry_events_and_audit_log(r: &Registry) -> anyhow::Result<()> {
             );
             assert_eq!(registered.lineage.run_id.as_deref(), Some(run_id.as_str()));
             assert_eq!(registered.lineage.code_ref.as_deref(), Some("c0ffee"));
+            assert_eq!(
+                registered
+                    .lineage
+                    .dataset
+                    .as_ref()
+                    .map(|d| d.version.as_str()),
+                Some("0123456789abcdef"),
+                "the run's dataset tag"
+            );
         }
         other => panic!("expected model.version.registered, got {other:?}"),
     }
