@@ -9,27 +9,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::Registry;
 
-macro_rules! on_both_backends {
-    ($($name:ident),*) => {
-        mod postgres { $(
-            #[tokio::test]
-            async fn $name() -> anyhow::Result<()> {
-                let registry = crate::helpers::Registry::start(crate::helpers::Backend::Postgres).await?;
-                super::$name(&registry).await?;
-                registry.stop().await
-            }
-        )* }
-        mod sqlite { $(
-            #[tokio::test]
-            async fn $name() -> anyhow::Result<()> {
-                let registry = crate::helpers::Registry::start(crate::helpers::Backend::Sqlite).await?;
-                super::$name(&registry).await?;
-                registry.stop().await
-            }
-        )* }
-    };
-}
-
 on_both_backends!(
     same_bytes_same_version_and_profiles,
     validation_names_failures_and_announces_them,
