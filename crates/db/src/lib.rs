@@ -21,7 +21,7 @@ use sea_orm::{ConnectOptions, Database};
 pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection> {
     config.validate().map_err(DbError::Config)?;
     let url = prepare_url(&config.url)?;
-    let mut options = ConnectOptions::new(url);
+    let mut options = ConnectOptions::new(url.clone());
     options
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
@@ -32,8 +32,13 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection> {
     if let Some(schema) = &config.schema {
         options.set_schema_search_path(schema.clone());
     }
-    // Per connection, not once: every pooled SQLite connection must wait for the single writer
-    // (busy timeout) instead of failing at once with "database is locked".
+    if url.starts_with("sqlite:") {
+        // SQLite has one writer at a time. With several pooled connections a transaction that
+        // read before writing fails with SQLITE_BUSY_SNAPSHOT (517) when another connection
+        // committed meanwhile, which no busy timeout cures; one connection serialises instead.
+        options.max_connections(1).min_connections(1);
+    }
+    // Per connection, not once: a pragma run once reaches only one pooled connection.
     options.map_sqlx_sqlite_opts(|opts| {
         opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
