@@ -249,7 +249,7 @@ async fn register(state: &AppState, completed: &TrainingJobCompleted) -> Result<
         ],
         flavor: "flywheel".into(),
         metrics: completed.metrics.clone(),
-        signature: Default::default(),
+        signature: completed.signature.clone(),
         lineage,
     };
     let version = models::create_version(state, &completed.model, new, "training").await?;

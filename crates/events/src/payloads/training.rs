@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DatasetRef, Lineage, Metrics, Params, Resources};
+use super::common::{DatasetRef, Lineage, Metrics, Params, Resources, Signature};
 
 /// Why a training was requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -157,6 +157,9 @@ pub struct TrainingJobCompleted {
     pub metrics: Metrics,
     /// Whether every quality gate passed.
     pub gates_passed: bool,
+    /// The model's input/output signature (from its package manifest).
+    #[serde(default)]
+    pub signature: Signature,
     /// Lineage of the produced model.
     pub lineage: Lineage,
     /// Resource-seconds used: cpu core-seconds.

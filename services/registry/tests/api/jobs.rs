@@ -22,6 +22,18 @@ fn completed(job: &str, model: &str) -> Envelope {
             package_uri: format!("s3://bucket/packages/{job}"),
             metrics: [("auc".to_owned(), 0.87)].into(),
             gates_passed: true,
+            signature: flywheel_events::payloads::Signature {
+                inputs: vec![flywheel_events::payloads::TensorSpec {
+                    name: "age".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![-1, 1],
+                }],
+                outputs: vec![flywheel_events::payloads::TensorSpec {
+                    name: "ltv".into(),
+                    datatype: "FP64".into(),
+                    shape: vec![-1, 1],
+                }],
+            },
             lineage: Lineage {
                 dataset: Some(DatasetRef {
                     name: "customers".into(),
@@ -138,6 +150,10 @@ async fn completed_jobs_register_versions_once_with_their_lineage() -> anyhow::R
                     Some("3f2a")
                 );
                 assert_eq!(payload.metrics.get("auc"), Some(&0.87));
+                assert_eq!(
+                    payload.signature.inputs[0].name, "age",
+                    "the signature travels with the version"
+                );
                 registered = Some(envelope);
             }
         }
