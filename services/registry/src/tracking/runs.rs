@@ -611,20 +611,18 @@ pub async fn update<C: ConnectionTrait>(
         changed = true;
     }
     if let Some(name) = run_name.filter(|n| !n.is_empty()) {
-        update.value(Runs::RunName, name);
-        changed = true;
-        db.execute(
-            &Query::insert()
-                .into_table(RunTags::Table)
-                .columns([RunTags::RunId, RunTags::Key, RunTags::Value])
-                .values([run_id.into(), RUN_NAME_TAG.into(), name.into()])
-                .map_err(bad)?
-                .on_conflict(
-                    OnConflict::columns([RunTags::RunId, RunTags::Key])
-                        .update_column(RunTags::Value)
-                        .to_owned(),
-                )
-                .to_owned(),
+        // The run-name tag and the run's name move together; write_batch keeps them in step.
+        let tag = KeyValue {
+            key: RUN_NAME_TAG.into(),
+            value: name.to_owned(),
+        };
+        write_batch(
+            db,
+            run_id,
+            &LogBatch {
+                tags: vec![tag],
+                ..LogBatch::default()
+            },
         )
         .await?;
     }
