@@ -1,8 +1,23 @@
-//! The scheduler: durable, prioritised, quota-aware queue of training jobs, dispatching to runner pools over the JOBS work queue. This crate is the service skeleton its features plug into.
+//! The scheduler: a durable, prioritised queue of training jobs. Today it takes requests —
+//! `training.requested` from the bus (other systems, the registry, the monitor) and its own HTTP
+//! API — into a durable job table, one job per request id, and announces
+//! `training.job.queued`. Dispatch to runner pools, quotas, retries and crash safety arrive with
+//! the rest of the scheduler issue.
 
-use axum::Router;
+mod api;
+mod error;
+mod intake;
+mod migrations;
+mod schema;
+
+use flywheel_bus::Bus;
 use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
+
+pub use error::{Result, SchedulerError};
+pub use intake::{Job, submit};
+pub use migrations::Migrator;
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "scheduler";
@@ -10,11 +25,14 @@ pub const SERVICE: &str = "scheduler";
 /// Default HTTP port (docs/architecture.md lists them all).
 pub const DEFAULT_PORT: u16 = 8081;
 
-flywheel_db::migrator!(
-    Migrator,
-    "scheduler",
-    [flywheel_db::inbox::CreateInbox::new("scheduler")]
-);
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The scheduler's database.
+    pub db: DatabaseConnection,
+    /// NATS, for outbox subjects.
+    pub bus: Bus,
+}
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
@@ -25,6 +43,21 @@ pub async fn run(
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
-    kit.mount(Router::new());
+    let state = AppState {
+        db: kit.database()?.clone(),
+        bus: kit.bus.clone(),
+    };
+    kit.start_outbox()?;
+    let consumer = flywheel_bus::run_consumer(
+        kit.bus.clone(),
+        intake::consumer_spec(&state),
+        {
+            let state = state.clone();
+            move |delivery| intake::handle(state.clone(), delivery)
+        },
+        kit.shutdown.clone(),
+    );
+    kit.spawn(async move { consumer.await.map_err(Into::into) });
+    kit.mount(api::router().with_state(state));
     kit.run_until_shutdown().await
 }

@@ -1,0 +1,233 @@
+//! Intake: a training request becomes exactly one durable job (keyed by its request id) and a
+//! `training.job.queued` event in the same transaction (outbox), whichever way it arrived.
+
+use std::time::Duration;
+
+use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
+use flywheel_events::payloads::{TrainingJobQueued, TrainingRequested};
+use flywheel_events::{Envelope, Event};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
+use serde::Serialize;
+
+use crate::schema::Jobs;
+use crate::{AppState, Result, SchedulerError};
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    /// Job id (UUIDv7).
+    pub job_id: String,
+    /// The request it came from (the idempotency key).
+    pub request_id: String,
+    /// Project.
+    pub project: String,
+    /// Model to train.
+    pub model: String,
+    /// Priority (higher first).
+    pub priority: i32,
+    /// `queued` (dispatch states arrive with the dispatcher).
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The full request.
+    pub request: TrainingRequested,
+    /// Created, ms.
+    pub created_at: i64,
+}
+
+fn invalid(message: impl Into<String>) -> SchedulerError {
+    SchedulerError::Invalid(message.into())
+}
+
+/// Checks what the scheduler needs of a request.
+fn validate(request: &TrainingRequested) -> Result<()> {
+    if request.request_id.trim().is_empty() || request.request_id.len() > 250 {
+        return Err(invalid("request_id must have 1 to 250 characters"));
+    }
+    if request.model.trim().is_empty() || request.model.len() > 250 || request.model.contains('/') {
+        return Err(invalid(format!("invalid model name `{}`", request.model)));
+    }
+    if request.dataset.name.is_empty() || request.dataset.version.is_empty() {
+        return Err(invalid("dataset needs a name and a version"));
+    }
+    let r = &request.resources;
+    if !(r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0) || r.memory_mb == 0 || r.gpu > 64 {
+        return Err(invalid(
+            "resources: cpu in (0, 1024], memory_mb > 0, gpu <= 64",
+        ));
+    }
+    if request.trainer.name.is_empty()
+        || !matches!(request.trainer.kind.as_str(), "builtin" | "external")
+    {
+        return Err(invalid("trainer: kind `builtin` or `external` and a name"));
+    }
+    Ok(())
+}
+
+fn from_row(row: &QueryResult) -> Result<Job> {
+    let request: String = row.try_get("", "request")?;
+    Ok(Job {
+        job_id: row.try_get("", "job_id")?,
+        request_id: row.try_get("", "request_id")?,
+        project: row.try_get("", "project")?,
+        model: row.try_get("", "model")?,
+        priority: row.try_get("", "priority")?,
+        status: row.try_get("", "status")?,
+        attempts: row.try_get("", "attempts")?,
+        request: serde_json::from_str(&request)
+            .map_err(|e| invalid(format!("stored request unreadable: {e}")))?,
+        created_at: row.try_get("", "created_at")?,
+    })
+}
+
+fn select() -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .columns([
+            Jobs::JobId,
+            Jobs::RequestId,
+            Jobs::Project,
+            Jobs::Model,
+            Jobs::Request,
+            Jobs::Priority,
+            Jobs::Status,
+            Jobs::Attempts,
+            Jobs::CreatedAt,
+        ])
+        .from(Jobs::Table)
+        .to_owned()
+}
+
+/// Reads a job.
+pub(crate) async fn get<C: ConnectionTrait>(db: &C, job_id: &str) -> Result<Job> {
+    let row = db
+        .query_one(
+            &select()
+                .and_where(Expr::col(Jobs::JobId).eq(job_id))
+                .to_owned(),
+        )
+        .await?
+        .ok_or_else(|| SchedulerError::NotFound(format!("job {job_id} not found")))?;
+    from_row(&row)
+}
+
+/// Jobs in queue order: priority first, then age.
+pub(crate) async fn list<C: ConnectionTrait>(
+    db: &C,
+    status: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Job>> {
+    let mut select = select();
+    if let Some(status) = status {
+        select.and_where(Expr::col(Jobs::Status).eq(status));
+    }
+    select
+        .order_by(Jobs::Priority, Order::Desc)
+        .order_by(Jobs::CreatedAt, Order::Asc)
+        .limit(limit.clamp(1, 10_000));
+    db.query_all(&select).await?.iter().map(from_row).collect()
+}
+
+/// Accepts a request: a new job and its `training.job.queued` event, or the existing job of
+/// the same request id (`false`). `cause` is the event that carried the request, if any.
+pub async fn submit(
+    state: &AppState,
+    project: &str,
+    request: TrainingRequested,
+    cause: Option<&Envelope>,
+) -> Result<(Job, bool)> {
+    validate(&request)?;
+    let txn = state.db.begin().await?;
+    let job_id = uuid::Uuid::now_v7().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let stored = serde_json::to_string(&request).map_err(|e| invalid(e.to_string()))?;
+    let inserted = txn
+        .execute(
+            &Query::insert()
+                .into_table(Jobs::Table)
+                .columns([
+                    Jobs::JobId,
+                    Jobs::RequestId,
+                    Jobs::Project,
+                    Jobs::Model,
+                    Jobs::Request,
+                    Jobs::Priority,
+                    Jobs::Status,
+                    Jobs::Attempts,
+                    Jobs::CreatedAt,
+                    Jobs::UpdatedAt,
+                ])
+                .values([
+                    job_id.clone().into(),
+                    request.request_id.clone().into(),
+                    project.into(),
+                    request.model.clone().into(),
+                    stored.into(),
+                    request.priority.into(),
+                    "queued".into(),
+                    0i32.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .map_err(|e| invalid(e.to_string()))?
+                .on_conflict(OnConflict::column(Jobs::RequestId).do_nothing().to_owned())
+                .to_owned(),
+        )
+        .await?
+        .rows_affected()
+        == 1;
+    if !inserted {
+        drop(txn);
+        let row = state
+            .db
+            .query_one(
+                &select()
+                    .and_where(Expr::col(Jobs::RequestId).eq(request.request_id.as_str()))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or_else(|| {
+                SchedulerError::NotFound(format!("request {} vanished", request.request_id))
+            })?;
+        return Ok((from_row(&row)?, false));
+    }
+    let queued = Event::TrainingJobQueued(TrainingJobQueued {
+        job_id: job_id.clone(),
+        request_id: request.request_id.clone(),
+        model: request.model.clone(),
+        priority: request.priority,
+    });
+    let envelope = match cause {
+        Some(cause) => Envelope::caused_by(cause, crate::SERVICE, queued),
+        None => Envelope::new(crate::SERVICE, project, queued),
+    };
+    flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, &envelope).await?;
+    txn.commit().await?;
+    Ok((get(&state.db, &job_id).await?, true))
+}
+
+/// The durable consumer of `training.requested`, shared by every scheduler replica.
+pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
+    let prefix = state.bus.subjects().prefix().to_owned();
+    ConsumerSpec::new(
+        StreamKind::Events,
+        "scheduler-training-requests",
+        format!("{prefix}.events.training.requested"),
+    )
+}
+
+/// Handles one `training.requested`: idempotent by request id, so redeliveries are harmless.
+pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
+    let envelope = delivery.envelope;
+    let Event::TrainingRequested(request) = envelope.event.clone() else {
+        return Outcome::poison(format!(
+            "unexpected {} on the training requests consumer",
+            envelope.event_type()
+        ));
+    };
+    match submit(&state, &envelope.project, request, Some(&envelope)).await {
+        Ok(_) => Outcome::Ack,
+        Err(SchedulerError::Invalid(reason)) => Outcome::poison(reason),
+        Err(e) => Outcome::retry(Duration::from_secs(2), e.to_string()),
+    }
+}
