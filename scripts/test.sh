@@ -29,6 +29,9 @@ say "NATS $FLYWHEEL_TEST_NATS_URL · PostgreSQL $FLYWHEEL_TEST_DATABASE_URL · S
 psql "$FLYWHEEL_TEST_DATABASE_URL/postgres" -Atqc "select datname from pg_database where datname like 'flywheel_t%'" 2>/dev/null |
   while read -r db; do psql "$FLYWHEEL_TEST_DATABASE_URL/postgres" -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
 
+say "removing test streams older than an hour from NATS"
+cargo run -q --locked -p flywheel-testkit --bin flywheel-test-cleanup
+
 say "one TLS crypto backend: ring must not be compiled"
 if cargo tree --workspace -e normal -i ring 2>/dev/null | grep -q "^ring v"; then die "ring is in the dependency tree (see docs/architecture.md)"; fi
 
