@@ -140,6 +140,17 @@ impl ServiceKit {
         });
     }
 
+    /// Runs a durable consumer until shutdown (a failure stops the service, see [`Self::spawn`]).
+    pub fn spawn_consumer<H: flywheel_bus::Handler>(
+        &self,
+        spec: flywheel_bus::ConsumerSpec,
+        handler: H,
+    ) {
+        let consumer =
+            flywheel_bus::run_consumer(self.bus.clone(), spec, handler, self.shutdown.clone());
+        self.spawn(async move { consumer.await.map_err(ServiceError::from) });
+    }
+
     /// Starts publishing this service's outbox (see [`crate::outbox`]).
     pub fn start_outbox(&self) -> ServiceResult {
         let db = self.database()?.clone();

@@ -54,25 +54,15 @@ pub async fn run(
         bus: kit.bus.clone(),
     };
     kit.start_outbox()?;
-    let consumer = flywheel_bus::run_consumer(
-        kit.bus.clone(),
-        jobs::consumer_spec(&state),
-        {
-            let state = state.clone();
-            move |delivery| jobs::handle(state.clone(), delivery)
-        },
-        kit.shutdown.clone(),
-    );
-    kit.spawn(async move { consumer.await.map_err(Into::into) });
+    let jobs_state = state.clone();
+    kit.spawn_consumer(jobs::consumer_spec(&state), move |delivery| {
+        jobs::handle(jobs_state.clone(), delivery)
+    });
     for spec in readmodels::consumer_specs(&state) {
         let state = state.clone();
-        let consumer = flywheel_bus::run_consumer(
-            kit.bus.clone(),
-            spec,
-            move |delivery| readmodels::handle(state.clone(), delivery),
-            kit.shutdown.clone(),
-        );
-        kit.spawn(async move { consumer.await.map_err(Into::into) });
+        kit.spawn_consumer(spec, move |delivery| {
+            readmodels::handle(state.clone(), delivery)
+        });
     }
     kit.mount(mlflow::router().merge(api::router()).with_state(state));
     kit.run_until_shutdown().await

@@ -48,16 +48,10 @@ pub async fn run(
         bus: kit.bus.clone(),
     };
     kit.start_outbox()?;
-    let consumer = flywheel_bus::run_consumer(
-        kit.bus.clone(),
-        intake::consumer_spec(&state),
-        {
-            let state = state.clone();
-            move |delivery| intake::handle(state.clone(), delivery)
-        },
-        kit.shutdown.clone(),
-    );
-    kit.spawn(async move { consumer.await.map_err(Into::into) });
+    let intake_state = state.clone();
+    kit.spawn_consumer(intake::consumer_spec(&state), move |delivery| {
+        intake::handle(intake_state.clone(), delivery)
+    });
     kit.mount(api::router().with_state(state));
     kit.run_until_shutdown().await
 }

@@ -512,17 +512,39 @@ fn stored(value: f64) -> (f64, bool) {
     }
 }
 
-async fn write_metrics<C: ConnectionTrait>(db: &C, run_id: &str, metrics: &[Metric]) -> Result<()> {
-    for chunk in metrics.chunks(1000) {
-        let mut insert = Query::insert();
-        insert.into_table(Metrics::Table).columns([
+/// An insert into the metric history, columns in row order (run, key, value, is_nan, timestamp, step).
+fn history_insert() -> sea_orm::sea_query::InsertStatement {
+    Query::insert()
+        .into_table(Metrics::Table)
+        .columns([
             Metrics::RunId,
             Metrics::Key,
             Metrics::Value,
             Metrics::IsNan,
             Metrics::Timestamp,
             Metrics::Step,
-        ]);
+        ])
+        .to_owned()
+}
+
+/// An insert into the latest-metric table, same row order as [`history_insert`].
+fn latest_insert() -> sea_orm::sea_query::InsertStatement {
+    Query::insert()
+        .into_table(LatestMetrics::Table)
+        .columns([
+            LatestMetrics::RunId,
+            LatestMetrics::Key,
+            LatestMetrics::Value,
+            LatestMetrics::IsNan,
+            LatestMetrics::Timestamp,
+            LatestMetrics::Step,
+        ])
+        .to_owned()
+}
+
+async fn write_metrics<C: ConnectionTrait>(db: &C, run_id: &str, metrics: &[Metric]) -> Result<()> {
+    for chunk in metrics.chunks(1000) {
+        let mut insert = history_insert();
         for metric in chunk {
             let (value, is_nan) = stored(metric.value);
             insert
@@ -553,16 +575,7 @@ async fn write_metrics<C: ConnectionTrait>(db: &C, run_id: &str, metrics: &[Metr
     for metric in latest.values() {
         let (value, is_nan) = stored(metric.value);
         db.execute(
-            &Query::insert()
-                .into_table(LatestMetrics::Table)
-                .columns([
-                    LatestMetrics::RunId,
-                    LatestMetrics::Key,
-                    LatestMetrics::Value,
-                    LatestMetrics::IsNan,
-                    LatestMetrics::Timestamp,
-                    LatestMetrics::Step,
-                ])
+            &latest_insert()
                 .values([
                     run_id.into(),
                     metric.key.clone().into(),
@@ -793,24 +806,8 @@ pub async fn import<C: ConnectionTrait + TransactionTrait>(
         let mut tags = Query::insert();
         tags.into_table(RunTags::Table)
             .columns([RunTags::RunId, RunTags::Key, RunTags::Value]);
-        let mut history = Query::insert();
-        history.into_table(Metrics::Table).columns([
-            Metrics::RunId,
-            Metrics::Key,
-            Metrics::Value,
-            Metrics::IsNan,
-            Metrics::Timestamp,
-            Metrics::Step,
-        ]);
-        let mut latest = Query::insert();
-        latest.into_table(LatestMetrics::Table).columns([
-            LatestMetrics::RunId,
-            LatestMetrics::Key,
-            LatestMetrics::Value,
-            LatestMetrics::IsNan,
-            LatestMetrics::Timestamp,
-            LatestMetrics::Step,
-        ]);
+        let mut history = history_insert();
+        let mut latest = latest_insert();
         let (mut any_params, mut any_tags, mut any_metrics) = (false, false, false);
         for run in chunk {
             RunStatus::parse(&run.status)?;
