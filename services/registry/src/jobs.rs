@@ -54,6 +54,12 @@ async fn apply(
 ) -> Result<()> {
     let txn = state.db.begin().await?;
     if !flywheel_db::inbox::claim(&txn, crate::SERVICE, "training-jobs", envelope.id).await? {
+        // Seen before; but a registration that failed after the read-model commit is retried
+        // (it is idempotent on its own).
+        txn.rollback().await?;
+        if let Event::TrainingJobCompleted(completed) = &envelope.event {
+            register(state, completed).await?;
+        }
         return Ok(());
     }
     let (job_id, model, status, attempt, request_id, detail) = match &envelope.event {
@@ -203,20 +209,10 @@ async fn upsert_job<C: ConnectionTrait>(
 
 /// Registers the version a completed job produced, once per job.
 async fn register(state: &AppState, completed: &TrainingJobCompleted) -> Result<()> {
-    let registered = state
-        .db
-        .query_one(
-            &Query::select()
-                .column(Jobs::RegisteredVersion)
-                .from(Jobs::Table)
-                .and_where(Expr::col(Jobs::JobId).eq(completed.job_id.as_str()))
-                .to_owned(),
-        )
+    if registered_version(&state.db, &completed.job_id)
         .await?
-        .map(|row| row.try_get::<Option<i64>>("", "registered_version"))
-        .transpose()?
-        .flatten();
-    if registered.is_some() {
+        .is_some()
+    {
         return Ok(());
     }
     match models::create_model(state, &completed.model, "", &[], "training").await {
@@ -251,17 +247,54 @@ async fn register(state: &AppState, completed: &TrainingJobCompleted) -> Result<
         metrics: completed.metrics.clone(),
         signature: completed.signature.clone(),
         lineage,
+        claim_job: Some(completed.job_id.clone()),
     };
-    let version = models::create_version(state, &completed.model, new, "training").await?;
-    state
-        .db
+    match models::create_version(state, &completed.model, new, "training").await {
+        Ok(_) => Ok(()),
+        // A concurrent completion of the same job won the claim.
+        Err(RegistryError::AlreadyExists(_))
+            if registered_version(&state.db, &completed.job_id)
+                .await?
+                .is_some() =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn registered_version<C: ConnectionTrait>(db: &C, job_id: &str) -> Result<Option<i64>> {
+    Ok(db
+        .query_one(
+            &Query::select()
+                .column(Jobs::RegisteredVersion)
+                .from(Jobs::Table)
+                .and_where(Expr::col(Jobs::JobId).eq(job_id))
+                .to_owned(),
+        )
+        .await?
+        .map(|row| row.try_get::<Option<i64>>("", "registered_version"))
+        .transpose()?
+        .flatten())
+}
+
+/// Marks `job_id` as having registered `version`, inside the registering transaction; false
+/// when the job already has a version. On PostgreSQL the row lock makes a racing transaction
+/// wait and then see the claim; SQLite serialises writers.
+pub(crate) async fn claim_registration<C: ConnectionTrait>(
+    db: &C,
+    job_id: &str,
+    version: i64,
+) -> Result<bool> {
+    let result = db
         .execute(
             &Query::update()
                 .table(Jobs::Table)
-                .value(Jobs::RegisteredVersion, version.version)
-                .and_where(Expr::col(Jobs::JobId).eq(completed.job_id.as_str()))
+                .value(Jobs::RegisteredVersion, version)
+                .and_where(Expr::col(Jobs::JobId).eq(job_id))
+                .and_where(Expr::col(Jobs::RegisteredVersion).is_null())
                 .to_owned(),
         )
         .await?;
-    Ok(())
+    Ok(result.rows_affected() == 1)
 }

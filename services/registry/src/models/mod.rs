@@ -102,6 +102,9 @@ pub struct NewVersion {
     pub signature: Signature,
     /// Lineage; the run id is filled in from `run_id`.
     pub lineage: Lineage,
+    /// The training job this version comes from: registration claims the job in the same
+    /// transaction, so concurrent or repeated completions of one job register one version.
+    pub claim_job: Option<String>,
 }
 
 fn invalid(message: impl Into<String>) -> RegistryError {
@@ -674,6 +677,13 @@ pub async fn create_version(
             Ok(_) => {}
             Err(e) if RegistryError::is_unique_violation(&e) => continue,
             Err(e) => return Err(e.into()),
+        }
+        if let Some(job_id) = &new.claim_job
+            && !crate::jobs::claim_registration(&txn, job_id, next).await?
+        {
+            return Err(RegistryError::AlreadyExists(format!(
+                "job {job_id} already registered a version"
+            )));
         }
         for tag in &new.tags {
             upsert_version_tag(&txn, name, next, tag).await?;
