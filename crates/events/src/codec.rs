@@ -281,6 +281,7 @@ mod tests {
                     op: ">=".into(),
                     threshold: 0.8,
                 }],
+                timeout_seconds: Some(600),
             }),
         )
     }

@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 pub mod codec;
+pub mod control;
 pub mod envelope;
 pub mod payloads;
 pub mod schema;

@@ -112,9 +112,29 @@ impl Subjects {
         format!("{}.events.{event_type}", self.prefix)
     }
 
-    /// `<prefix>.jobs.<pool>`.
+    /// `<prefix>.jobs.<pool>`: the work queue of one runner pool. Pool names starting with `_`
+    /// are reserved.
     pub fn jobs(&self, pool: &str) -> Result<String, SubjectError> {
+        if pool.starts_with('_') {
+            return Err(SubjectError::InvalidToken(pool.to_owned()));
+        }
         Ok(format!("{}.jobs.{}", self.prefix, check_token(pool)?))
+    }
+
+    /// `<prefix>.jobs._reports`: what runners report about attempts (started, progress,
+    /// completed, failed), read by the scheduler, which fences and forwards them as events.
+    pub fn job_reports(&self) -> String {
+        format!("{}.jobs._reports", self.prefix)
+    }
+
+    /// `<prefix>.scheduler.heartbeats`: runner heartbeats (request/reply, core NATS).
+    pub fn runner_heartbeats(&self) -> String {
+        format!("{}.scheduler.heartbeats", self.prefix)
+    }
+
+    /// `<prefix>.scheduler.claims`: a runner asks to start an attempt (request/reply).
+    pub fn attempt_claims(&self) -> String {
+        format!("{}.scheduler.claims", self.prefix)
     }
 
     /// `<prefix>.predictions.<deployment>`.

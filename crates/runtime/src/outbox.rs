@@ -92,6 +92,7 @@ impl MigrationTrait for CreateOutbox {
 }
 
 /// Records `envelope` for publication; call inside the transaction that makes the change.
+/// Recording the same envelope twice records it once.
 pub async fn enqueue<C: ConnectionTrait>(
     conn: &C,
     service: &str,
@@ -102,6 +103,16 @@ pub async fn enqueue<C: ConnectionTrait>(
         .subjects()
         .for_event(&envelope.event)
         .map_err(|e| DbErr::Custom(e.to_string()))?;
+    enqueue_to(conn, service, subject, envelope).await
+}
+
+/// [`enqueue`] on an explicit subject, e.g. a work queue rather than the event's channel.
+pub async fn enqueue_to<C: ConnectionTrait>(
+    conn: &C,
+    service: &str,
+    subject: String,
+    envelope: &Envelope,
+) -> Result<(), DbErr> {
     let body = flywheel_events::encode(envelope, ContentType::MsgPack)
         .map_err(|e| DbErr::Custom(e.to_string()))?;
     let traceparent = current_traceparent();
@@ -120,6 +131,11 @@ pub async fn enqueue<C: ConnectionTrait>(
             traceparent.into(),
         ])
         .map_err(|e| DbErr::Custom(e.to_string()))?
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(Alias::new("event_id"))
+                .do_nothing()
+                .to_owned(),
+        )
         .to_owned();
     conn.execute(&insert).await?;
     Ok(())

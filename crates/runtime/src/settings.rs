@@ -59,6 +59,10 @@ pub struct ServiceSettings {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Options of the service itself (`[service]` in the file, `FLYWHEEL__SERVICE__<KEY>` in
+    /// the environment); each service documents its keys.
+    #[serde(default)]
+    pub service: std::collections::BTreeMap<String, String>,
 }
 
 impl ServiceSettings {
@@ -76,6 +80,21 @@ impl ServiceSettings {
             },
             artifacts: ArtifactsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            service: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The service option `key` parsed as `T`, or `default` when unset; the error names the key.
+    pub fn option<T>(&self, key: &str, default: T) -> Result<T, ServiceError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.service.get(key) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e| {
+                ServiceError::Config(format!("service.{key}: cannot use `{raw}`: {e}"))
+            }),
         }
     }
 
@@ -199,6 +218,26 @@ mod tests {
             loaded.db.url, "sqlite://.flywheel/registry.db",
             "defaults stay"
         );
+    }
+
+    #[test]
+    fn service_options_come_from_file_and_env_and_parse_typed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("flywheel.toml");
+        std::fs::write(&file, "[service]\npool = \"gpu\"\nslots = 4\n").expect("write");
+        let defaults = ServiceSettings::defaults_for("trainer-runner", 8082);
+        let loaded = load_settings_from(
+            &defaults,
+            Some(&file),
+            env(&[("FLYWHEEL__SERVICE__CPU", "2.5")]),
+        )
+        .expect("load");
+        assert_eq!(loaded.option("pool", String::new()).expect("pool"), "gpu");
+        assert_eq!(loaded.option("slots", 1u32).expect("slots"), 4);
+        assert!((loaded.option("cpu", 1.0f64).expect("cpu") - 2.5).abs() < 1e-12);
+        assert_eq!(loaded.option("absent", 7u32).expect("default"), 7);
+        let err = loaded.option("pool", 1u32).expect_err("not a number");
+        assert!(err.to_string().contains("service.pool"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum SchedulerError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The job is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -25,6 +28,7 @@ impl IntoResponse for SchedulerError {
         match self {
             SchedulerError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             SchedulerError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
+            SchedulerError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m).into_response(),
             SchedulerError::Db(e) => ApiError::internal(e).into_response(),
         }
     }

@@ -6,42 +6,19 @@ use std::time::Duration;
 use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
 use flywheel_events::payloads::{TrainingJobQueued, TrainingRequested};
 use flywheel_events::{Envelope, Event};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
-use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
-use serde::Serialize;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 
+use crate::jobs::{self, Job};
 use crate::schema::Jobs;
 use crate::{AppState, Result, SchedulerError};
-
-/// A job as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Job {
-    /// Job id (UUIDv7).
-    pub job_id: String,
-    /// The request it came from (the idempotency key).
-    pub request_id: String,
-    /// Project.
-    pub project: String,
-    /// Model to train.
-    pub model: String,
-    /// Priority (higher first).
-    pub priority: i32,
-    /// `queued` (dispatch states arrive with the dispatcher).
-    pub status: String,
-    /// Attempts so far.
-    pub attempts: i32,
-    /// The full request.
-    pub request: TrainingRequested,
-    /// Created, ms.
-    pub created_at: i64,
-}
 
 fn invalid(message: impl Into<String>) -> SchedulerError {
     SchedulerError::Invalid(message.into())
 }
 
 /// Checks what the scheduler needs of a request.
-fn validate(request: &TrainingRequested) -> Result<()> {
+pub(crate) fn validate(project: &str, request: &TrainingRequested) -> Result<()> {
     if request.request_id.trim().is_empty() || request.request_id.len() > 250 {
         return Err(invalid("request_id must have 1 to 250 characters"));
     }
@@ -62,70 +39,12 @@ fn validate(request: &TrainingRequested) -> Result<()> {
     {
         return Err(invalid("trainer: kind `builtin` or `external` and a name"));
     }
-    Ok(())
-}
-
-fn from_row(row: &QueryResult) -> Result<Job> {
-    let request: String = row.try_get("", "request")?;
-    Ok(Job {
-        job_id: row.try_get("", "job_id")?,
-        request_id: row.try_get("", "request_id")?,
-        project: row.try_get("", "project")?,
-        model: row.try_get("", "model")?,
-        priority: row.try_get("", "priority")?,
-        status: row.try_get("", "status")?,
-        attempts: row.try_get("", "attempts")?,
-        request: serde_json::from_str(&request)
-            .map_err(|e| invalid(format!("stored request unreadable: {e}")))?,
-        created_at: row.try_get("", "created_at")?,
-    })
-}
-
-fn select() -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .columns([
-            Jobs::JobId,
-            Jobs::RequestId,
-            Jobs::Project,
-            Jobs::Model,
-            Jobs::Request,
-            Jobs::Priority,
-            Jobs::Status,
-            Jobs::Attempts,
-            Jobs::CreatedAt,
-        ])
-        .from(Jobs::Table)
-        .to_owned()
-}
-
-/// Reads a job.
-pub(crate) async fn get<C: ConnectionTrait>(db: &C, job_id: &str) -> Result<Job> {
-    let row = db
-        .query_one(
-            &select()
-                .and_where(Expr::col(Jobs::JobId).eq(job_id))
-                .to_owned(),
-        )
-        .await?
-        .ok_or_else(|| SchedulerError::NotFound(format!("job {job_id} not found")))?;
-    from_row(&row)
-}
-
-/// Jobs in queue order: priority first, then age.
-pub(crate) async fn list<C: ConnectionTrait>(
-    db: &C,
-    status: Option<&str>,
-    limit: u64,
-) -> Result<Vec<Job>> {
-    let mut select = select();
-    if let Some(status) = status {
-        select.and_where(Expr::col(Jobs::Status).eq(status));
+    if request.timeout_seconds == Some(0) {
+        return Err(invalid("timeout_seconds must be at least 1"));
     }
-    select
-        .order_by(Jobs::Priority, Order::Desc)
-        .order_by(Jobs::CreatedAt, Order::Asc)
-        .limit(limit.clamp(1, 10_000));
-    db.query_all(&select).await?.iter().map(from_row).collect()
+    flywheel_events::subjects::check_token(project)
+        .map_err(|_| invalid(format!("invalid project `{project}`")))?;
+    Ok(())
 }
 
 /// Accepts a request: a new job and its `training.job.queued` event, or the existing job of
@@ -136,10 +55,13 @@ pub async fn submit(
     request: TrainingRequested,
     cause: Option<&Envelope>,
 ) -> Result<(Job, bool)> {
-    validate(&request)?;
+    validate(project, &request)?;
     let txn = state.db.begin().await?;
     let job_id = uuid::Uuid::now_v7().to_string();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::now_millis();
+    let timeout = request
+        .timeout_seconds
+        .unwrap_or(state.config.default_timeout_secs);
     let stored = serde_json::to_string(&request).map_err(|e| invalid(e.to_string()))?;
     let inserted = txn
         .execute(
@@ -154,6 +76,12 @@ pub async fn submit(
                     Jobs::Priority,
                     Jobs::Status,
                     Jobs::Attempts,
+                    Jobs::Cpu,
+                    Jobs::MemoryMb,
+                    Jobs::Gpu,
+                    Jobs::TimeoutSeconds,
+                    Jobs::NotBefore,
+                    Jobs::Detail,
                     Jobs::CreatedAt,
                     Jobs::UpdatedAt,
                 ])
@@ -166,6 +94,16 @@ pub async fn submit(
                     request.priority.into(),
                     "queued".into(),
                     0i32.into(),
+                    request.resources.cpu.into(),
+                    i64::try_from(request.resources.memory_mb)
+                        .unwrap_or(i64::MAX)
+                        .into(),
+                    i32::try_from(request.resources.gpu)
+                        .unwrap_or(i32::MAX)
+                        .into(),
+                    i64::try_from(timeout).unwrap_or(i64::MAX).into(),
+                    0i64.into(),
+                    String::new().into(),
                     now.into(),
                     now.into(),
                 ])
@@ -181,7 +119,7 @@ pub async fn submit(
         let row = state
             .db
             .query_one(
-                &select()
+                &jobs::select()
                     .and_where(Expr::col(Jobs::RequestId).eq(request.request_id.as_str()))
                     .to_owned(),
             )
@@ -189,7 +127,7 @@ pub async fn submit(
             .ok_or_else(|| {
                 SchedulerError::NotFound(format!("request {} vanished", request.request_id))
             })?;
-        return Ok((from_row(&row)?, false));
+        return Ok((jobs::from_row(&row)?, false));
     }
     let queued = Event::TrainingJobQueued(TrainingJobQueued {
         job_id: job_id.clone(),
@@ -203,7 +141,8 @@ pub async fn submit(
     };
     flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, &envelope).await?;
     txn.commit().await?;
-    Ok((get(&state.db, &job_id).await?, true))
+    state.wake.notify_one();
+    Ok((jobs::get(&state.db, &job_id).await?, true))
 }
 
 /// The durable consumer of `training.requested`, shared by every scheduler replica.

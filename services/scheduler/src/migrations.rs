@@ -4,7 +4,7 @@ use sea_orm::DbErr;
 use sea_orm::sea_query::{ColumnDef, Index, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
-use crate::schema::Jobs;
+use crate::schema::{Attempts, Jobs, Quotas, Runners, Triggers};
 
 flywheel_db::migrator!(
     Migrator,
@@ -16,7 +16,7 @@ flywheel_db::migrator!(
     ]
 );
 
-/// The job table: one row per training request id.
+/// Jobs, attempts, runners, quotas and triggers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CreateJobs;
 
@@ -53,6 +53,20 @@ impl MigrationTrait for CreateJobs {
                     .col(ColumnDef::new(Jobs::Priority).integer().not_null())
                     .col(ColumnDef::new(Jobs::Status).string_len(16).not_null())
                     .col(ColumnDef::new(Jobs::Attempts).integer().not_null())
+                    .col(ColumnDef::new(Jobs::Cpu).double().not_null())
+                    .col(ColumnDef::new(Jobs::MemoryMb).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::Gpu).integer().not_null())
+                    .col(
+                        ColumnDef::new(Jobs::TimeoutSeconds)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Jobs::Pool).string_len(128).null())
+                    .col(ColumnDef::new(Jobs::Runner).string_len(128).null())
+                    .col(ColumnDef::new(Jobs::NotBefore).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::StartedAt).big_integer().null())
+                    .col(ColumnDef::new(Jobs::FinishedAt).big_integer().null())
+                    .col(ColumnDef::new(Jobs::Detail).text().not_null())
                     .col(ColumnDef::new(Jobs::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).big_integer().not_null())
                     .to_owned(),
@@ -67,6 +81,99 @@ impl MigrationTrait for CreateJobs {
                     .col(Jobs::Priority)
                     .col(Jobs::CreatedAt)
                     .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Attempts::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Attempts::JobId).string_len(36).not_null())
+                    .col(ColumnDef::new(Attempts::Attempt).integer().not_null())
+                    .col(ColumnDef::new(Attempts::Pool).string_len(128).not_null())
+                    .col(ColumnDef::new(Attempts::Runner).string_len(128).null())
+                    .col(ColumnDef::new(Attempts::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(Attempts::Error).text().not_null())
+                    .col(
+                        ColumnDef::new(Attempts::DispatchedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Attempts::StartedAt).big_integer().null())
+                    .col(ColumnDef::new(Attempts::FinishedAt).big_integer().null())
+                    .col(ColumnDef::new(Attempts::CpuSeconds).double().not_null())
+                    .col(
+                        ColumnDef::new(Attempts::MemoryMbSeconds)
+                            .double()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Attempts::GpuSeconds).double().not_null())
+                    .primary_key(Index::create().col(Attempts::JobId).col(Attempts::Attempt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Runners::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Runners::RunnerId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Runners::Pool).string_len(128).not_null())
+                    .col(ColumnDef::new(Runners::Cpu).double().not_null())
+                    .col(ColumnDef::new(Runners::MemoryMb).big_integer().not_null())
+                    .col(ColumnDef::new(Runners::Gpu).integer().not_null())
+                    .col(ColumnDef::new(Runners::Slots).integer().not_null())
+                    .col(ColumnDef::new(Runners::Running).text().not_null())
+                    .col(ColumnDef::new(Runners::FirstSeen).big_integer().not_null())
+                    .col(ColumnDef::new(Runners::LastSeen).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Quotas::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Quotas::Project)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Quotas::MaxJobs).integer().not_null())
+                    .col(ColumnDef::new(Quotas::Cpu).double().not_null())
+                    .col(ColumnDef::new(Quotas::MemoryMb).big_integer().not_null())
+                    .col(ColumnDef::new(Quotas::Gpu).integer().not_null())
+                    .col(ColumnDef::new(Quotas::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Triggers::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Triggers::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Triggers::Project).string_len(128).not_null())
+                    .col(ColumnDef::new(Triggers::Kind).string_len(16).not_null())
+                    .col(ColumnDef::new(Triggers::Cron).string_len(128).null())
+                    .col(ColumnDef::new(Triggers::Dataset).string_len(250).null())
+                    .col(ColumnDef::new(Triggers::Template).text().not_null())
+                    .col(ColumnDef::new(Triggers::NextRunAt).big_integer().null())
+                    .col(ColumnDef::new(Triggers::LastFiredAt).big_integer().null())
+                    .col(ColumnDef::new(Triggers::Enabled).boolean().not_null())
+                    .col(ColumnDef::new(Triggers::CreatedAt).big_integer().not_null())
                     .to_owned(),
             )
             .await

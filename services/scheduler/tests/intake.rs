@@ -97,6 +97,7 @@ fn request(request_id: &str, priority: i32) -> TrainingRequested {
         reason: TrainingReason::Manual,
         search: None,
         gates: Vec::new(),
+        timeout_seconds: None,
     }
 }
 

@@ -83,6 +83,9 @@ pub struct TrainingRequested {
     /// Quality gates on the evaluation metrics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<QualityGate>,
+    /// Wall-clock limit per attempt in seconds; the scheduler's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// `training.job.queued`: the scheduler accepted a request as a job.
@@ -107,6 +110,12 @@ pub struct TrainingJobDispatched {
     pub attempt: u32,
     /// Runner pool.
     pub pool: String,
+    /// What to run: present on the work-queue message runners receive, absent on the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<TrainingRequested>,
+    /// Wall-clock limit of this attempt in seconds.
+    #[serde(default)]
+    pub timeout_seconds: u64,
 }
 
 /// `training.job.started`: a runner began an attempt.
@@ -176,7 +185,8 @@ pub struct TrainingJobFailed {
     pub attempt: u32,
     /// What went wrong.
     pub error: String,
-    /// `error`, `timed_out` or `lost` (runner died).
+    /// `error` (retryable), `invalid` (bad input: never retried), `timed_out` or `lost` (the
+    /// runner died).
     pub kind: String,
     /// Whether the scheduler will try again.
     pub will_retry: bool,
