@@ -12,6 +12,9 @@ pub enum ArtifactError {
     /// The storage URL or settings are unusable.
     #[error("invalid artifact store configuration: {0}")]
     Config(String),
+    /// A model package is malformed or points outside the store.
+    #[error("invalid model package: {0}")]
+    InvalidPackage(String),
     /// No object under the key.
     #[error("artifact `{0}` not found")]
     NotFound(String),

@@ -6,6 +6,7 @@
 mod config;
 mod error;
 mod keys;
+pub mod package;
 mod store;
 
 pub use config::{ArtifactsConfig, S3Config};

@@ -135,6 +135,13 @@ impl ArtifactStore {
         format!("{}/{key}", self.root.trim_end_matches('/'))
     }
 
+    /// The key of a URI inside this store, if the URI points into it.
+    pub fn key_of<'a>(&self, uri: &'a str) -> Option<&'a str> {
+        let root = self.root.trim_end_matches('/');
+        let rest = uri.strip_prefix(root)?.strip_prefix('/')?;
+        (!rest.is_empty()).then_some(rest)
+    }
+
     fn path(key: &str) -> Result<Path> {
         let key = validate_key(key)?;
         Path::parse(key).map_err(|_| ArtifactError::InvalidKey {

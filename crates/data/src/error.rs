@@ -15,6 +15,9 @@ pub enum DataError {
     /// The file has no columns.
     #[error("the file has no columns")]
     Empty,
+    /// No column of that name.
+    #[error("no column `{0}`")]
+    NoSuchColumn(String),
     /// An expectation is malformed.
     #[error("invalid expectation: {0}")]
     InvalidExpectation(String),

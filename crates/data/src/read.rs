@@ -77,6 +77,66 @@ impl Table {
         self.batches.iter().map(|b| b.num_rows() as u64).sum()
     }
 
+    /// The position of a column.
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.schema
+            .index_of(name)
+            .map_err(|_| DataError::NoSuchColumn(name.to_owned()))
+    }
+
+    /// Whether a column holds numbers (int, float or bool).
+    pub fn is_numeric(&self, name: &str) -> Result<bool> {
+        let index = self.column_index(name)?;
+        Ok(matches!(
+            logical_type(self.schema.field(index).data_type()),
+            "int" | "float" | "bool"
+        ))
+    }
+
+    /// A column as f64 row by row; `None` for nulls and values that are not numbers.
+    pub fn f64_column(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        use arrow::array::{Array, Float64Array};
+        let index = self.column_index(name)?;
+        let mut values = Vec::with_capacity(usize::try_from(self.row_count()).unwrap_or(0));
+        for batch in &self.batches {
+            let column = batch.column(index);
+            let column = if column.data_type() == &DataType::Boolean {
+                arrow::compute::cast(column, &DataType::Int8)
+                    .and_then(|c| arrow::compute::cast(&c, &DataType::Float64))
+            } else {
+                arrow::compute::cast(column, &DataType::Float64)
+            };
+            match column.ok() {
+                Some(cast) => match cast.as_any().downcast_ref::<Float64Array>() {
+                    Some(floats) => values.extend(floats.iter().map(|v| v.filter(|v| !v.is_nan()))),
+                    None => values.extend(std::iter::repeat_n(None, batch.num_rows())),
+                },
+                None => values.extend(std::iter::repeat_n(None, batch.num_rows())),
+            }
+        }
+        Ok(values)
+    }
+
+    /// A column as text row by row; `None` for nulls.
+    pub fn string_column(&self, name: &str) -> Result<Vec<Option<String>>> {
+        use arrow::array::{Array, StringArray};
+        let index = self.column_index(name)?;
+        let mut values = Vec::with_capacity(usize::try_from(self.row_count()).unwrap_or(0));
+        for batch in &self.batches {
+            let cast = arrow::compute::cast(batch.column(index), &DataType::Utf8).map_err(|e| {
+                DataError::Malformed {
+                    format: "table",
+                    reason: e.to_string(),
+                }
+            })?;
+            match cast.as_any().downcast_ref::<StringArray>() {
+                Some(strings) => values.extend(strings.iter().map(|v| v.map(str::to_owned))),
+                None => values.extend(std::iter::repeat_n(None, batch.num_rows())),
+            }
+        }
+        Ok(values)
+    }
+
     /// The logical schema, with nullability as observed.
     pub fn columns(&self) -> Vec<ColumnSchema> {
         self.schema
