@@ -94,6 +94,9 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// Handlers running at once in this process.
     pub concurrency: usize,
+    /// Messages pulled per request; 0 means twice the concurrency. Workers whose handlers run
+    /// long set it to their concurrency, so they hold no message they cannot start.
+    pub batch: usize,
     /// Where a new consumer starts.
     pub deliver_new_only: bool,
 }
@@ -113,6 +116,7 @@ impl ConsumerSpec {
             max_deliver: 10,
             max_ack_pending: 1024,
             concurrency: 16,
+            batch: 0,
             deliver_new_only: false,
         }
     }
@@ -157,7 +161,12 @@ pub async fn run_consumer<H: Handler>(
     tracing::info!(durable = %spec.durable, filter = %spec.filter_subject, "consumer started");
 
     'outer: while !shutdown.is_cancelled() {
-        let batch = (spec.concurrency * 2).clamp(1, 512);
+        let batch = if spec.batch == 0 {
+            spec.concurrency * 2
+        } else {
+            spec.batch
+        }
+        .clamp(1, 512);
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(batch)

@@ -5,6 +5,7 @@
 //! run (`scripts/test.sh` starts everything).
 
 mod nats;
+pub mod service;
 
 use std::time::Duration;
 

@@ -340,10 +340,10 @@ pub(crate) async fn run(
         if let Err(e) = crate::triggers::fire_due(&state).await {
             tracing::warn!(error = %e, "firing schedules failed; retrying");
         }
-        if ticks % 20 == 0 {
-            if let Err(e) = crate::metrics::refresh(&state).await {
-                tracing::debug!(error = %e, "metrics refresh failed");
-            }
+        if ticks.is_multiple_of(20)
+            && let Err(e) = crate::metrics::refresh(&state).await
+        {
+            tracing::debug!(error = %e, "metrics refresh failed");
         }
         ticks += 1;
         if busy {

@@ -68,19 +68,22 @@ async fn apply(state: &AppState, report: &Envelope) -> Result<()> {
         Event::TrainingJobProgress(_) => {
             flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
         }
-        Event::TrainingJobCompleted(_) => {
+        Event::TrainingJobCompleted(_)
             if lifecycle::end_attempt(&txn, state, &job, &ACTIVE, &Ending::Succeeded)
                 .await?
-                .is_some()
-            {
-                flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
-            }
+                .is_some() =>
+        {
+            flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
         }
         Event::TrainingJobFailed(failed) => {
-            let ending = Ending::Failed {
-                kind: failed.kind.clone(),
-                error: failed.error.clone(),
-                retryable: failed.kind != "invalid",
+            let ending = if failed.kind == "timed_out" {
+                Ending::TimedOut
+            } else {
+                Ending::Failed {
+                    kind: failed.kind.clone(),
+                    error: failed.error.clone(),
+                    retryable: failed.kind != "invalid",
+                }
             };
             if let Some(done) = lifecycle::end_attempt(&txn, state, &job, &ACTIVE, &ending).await? {
                 let event =

@@ -1,8 +1,30 @@
-//! The trainer-runner: a stateless worker pulling training jobs from its pool's work queue. This crate is the service skeleton its features plug into.
+//! The trainer-runner: a stateless worker. It pulls training jobs from its pool's work queue
+//! (one message per free slot), claims each attempt from the scheduler before starting it,
+//! trains with a built-in trainer or an external command, evaluates and gates the result,
+//! uploads a content-addressed model package and reports progress, completion or failure to
+//! the scheduler. Heartbeats advertise pool, capacity and what runs; the scheduler's answer
+//! stops attempts that were cancelled, timed out or superseded.
+
+mod builtin;
+mod config;
+mod external;
+mod gates;
+mod heartbeat;
+mod registry;
+mod work;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use flywheel_artifacts::ArtifactStore;
+use flywheel_bus::Bus;
+use flywheel_events::Envelope;
+use flywheel_events::control::AttemptRef;
 use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
 use tokio::net::TcpListener;
+
+pub use config::RunnerConfig;
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "trainer-runner";
@@ -10,12 +32,86 @@ pub const SERVICE: &str = "trainer-runner";
 /// Default HTTP port (docs/architecture.md lists them all).
 pub const DEFAULT_PORT: u16 = 8082;
 
+/// Why an attempt failed: `invalid` (bad input, never retried), `error` (retried) or
+/// `timed_out`.
+#[derive(Debug, Clone)]
+pub(crate) struct TrainFailure {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl TrainFailure {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: "invalid",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            kind: "error",
+            message: message.into(),
+        }
+    }
+}
+
+/// What the runner's tasks share.
+#[derive(Debug)]
+pub(crate) struct Runner {
+    config: RunnerConfig,
+    bus: Bus,
+    artifacts: ArtifactStore,
+    http: reqwest::Client,
+    running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+impl Runner {
+    fn running_attempts(&self) -> Vec<AttemptRef> {
+        self.running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn start(&self, attempt: &AttemptRef) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(attempt.clone(), token.clone());
+        }
+        token
+    }
+
+    fn finish(&self, attempt: &AttemptRef) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(attempt);
+        }
+    }
+
+    fn stop(&self, attempt: &AttemptRef) {
+        if let Some(token) = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(attempt).cloned())
+        {
+            token.cancel();
+        }
+    }
+
+    async fn report(&self, envelope: &Envelope) -> Result<(), String> {
+        work::publish_report(self, envelope).await
+    }
+}
+
 /// Runs the trainer-runner until `shutdown` is cancelled.
 pub async fn run(
     settings: ServiceSettings,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> ServiceResult {
+    let config = RunnerConfig::from_settings(&settings)?;
     let kit = ServiceKit::start::<flywheel_runtime::NoMigrations>(
         SERVICE,
         settings,
@@ -24,6 +120,28 @@ pub async fn run(
         Storage::Stateless,
     )
     .await?;
+    tracing::info!(runner = %config.runner_id, pool = %config.pool, slots = config.slots, "runner ready");
+    let runner = Arc::new(Runner {
+        config,
+        bus: kit.bus.clone(),
+        artifacts: kit.artifacts.clone(),
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?,
+        running: Mutex::new(HashMap::new()),
+        shutdown: kit.shutdown.clone(),
+    });
+    // Be known before pulling: the scheduler only grants attempts to runners it has heard of.
+    if let Err(e) = heartbeat::beat(&runner).await {
+        tracing::warn!(error = %e, "first heartbeat failed; pulling anyway");
+    }
+    kit.spawn(heartbeat::run(runner.clone(), kit.shutdown.clone()));
+    let spec = work::consumer_spec(&runner).map_err(flywheel_runtime::ServiceError::Config)?;
+    let handler_runner = runner.clone();
+    kit.spawn_consumer(spec, move |delivery| {
+        work::handle(handler_runner.clone(), delivery)
+    });
     kit.mount(Router::new());
     kit.run_until_shutdown().await
 }

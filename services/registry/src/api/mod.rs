@@ -344,6 +344,7 @@ async fn retrain(
             reason: flywheel_events::payloads::TrainingReason::Manual,
             search: None,
             gates: request.gates,
+            timeout_seconds: None,
         },
         &actor,
     )

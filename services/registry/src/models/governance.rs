@@ -67,7 +67,6 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             gates: Vec::new(),
-            timeout_seconds: None,
             no_regression: Vec::new(),
             approvals_required: 0,
             protected_aliases: production(),
@@ -477,7 +476,6 @@ pub async fn get_promotion<C: ConnectionTrait>(db: &C, id: i64) -> Result<Promot
         status: row.try_get("", "status")?,
         decisions,
         gates: Vec::new(),
-        timeout_seconds: None,
     })
 }
 
