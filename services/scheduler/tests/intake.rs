@@ -126,12 +126,10 @@ async fn suite(postgres: bool) -> anyhow::Result<()> {
         ContentType::Json,
     )
     .await?;
-    bus.publish(&Envelope::new(
-        "ci",
-        "acme",
-        Event::TrainingRequested(request("req-2", 5)),
-    ))
-    .await?;
+    // The same request again (a retrying publisher, a new envelope): handled concurrently,
+    // either may become the job, never both.
+    let repeated = Envelope::new("ci", "acme", Event::TrainingRequested(request("req-2", 5)));
+    bus.publish(&repeated).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let jobs = loop {
         let jobs: Value = s
@@ -191,11 +189,15 @@ async fn suite(postgres: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(queued.len(), 2, "one queued event per job");
+    let cause = [&from_bus, &repeated]
+        .into_iter()
+        .find(|cause| queued.iter().any(|e| e.causation_id == Some(cause.id)))
+        .expect("queued event caused by a bus request");
     let chained = queued
         .iter()
-        .find(|e| e.causation_id == Some(from_bus.id))
-        .expect("queued event caused by the bus request");
-    assert_eq!(chained.correlation_id, from_bus.correlation_id);
+        .find(|e| e.causation_id == Some(cause.id))
+        .expect("chained");
+    assert_eq!(chained.correlation_id, cause.correlation_id);
 
     // Bad requests: 4xx over HTTP, DLQ from the bus.
     let mut bad = serde_json::to_value(request("req-3", 0))?;
