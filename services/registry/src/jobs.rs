@@ -221,9 +221,16 @@ async fn register(state: &AppState, completed: &TrainingJobCompleted) -> Result<
     }
     let mut lineage = completed.lineage.clone();
     lineage.job_id = Some(completed.job_id.clone());
+    let best_run = if completed.trials.is_empty() {
+        None
+    } else {
+        let (parent, best) = record_search(state, completed).await?;
+        lineage.parent_run_id = Some(parent);
+        best
+    };
     let new = NewVersion {
         source: completed.package_uri.clone(),
-        run_id: None,
+        run_id: best_run,
         description: String::new(),
         tags: vec![
             KeyValue {
@@ -297,4 +304,137 @@ pub(crate) async fn claim_registration<C: ConnectionTrait>(
         )
         .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Records a hyperparameter search as runs: a parent run for the search and a child run per
+/// trial (parameters, metrics, status), in the experiment `flywheel/<model>`. Returns the parent
+/// run and the winning trial's run. Repeated for the same job, it finds the runs it made.
+async fn record_search(
+    state: &AppState,
+    completed: &TrainingJobCompleted,
+) -> Result<(String, Option<String>)> {
+    use crate::tracking::{LogBatch, Metric, RunStatus, SearchRuns, experiments, runs};
+    let name = format!("flywheel/{}", completed.model);
+    let experiment = match experiments::get_by_name(&state.db, &name).await {
+        Ok(e) => e.id,
+        Err(RegistryError::NotFound(_)) => {
+            match experiments::create(&state.db, &name, None, &[]).await {
+                Ok(id) => id,
+                Err(RegistryError::AlreadyExists(_)) => {
+                    experiments::get_by_name(&state.db, &name).await?.id
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let (existing, _) = runs::search(
+        &state.db,
+        &SearchRuns {
+            experiment_ids: vec![experiment],
+            filter: format!("tags.`flywheel.search_job` = '{}'", completed.job_id),
+            max_results: 10_000,
+            ..SearchRuns::default()
+        },
+    )
+    .await?;
+    let find = |trial: Option<u32>| {
+        existing.iter().find(|run| {
+            let tag = run.tags.iter().find(|t| t.key == "flywheel.trial");
+            match trial {
+                None => tag.is_none(),
+                Some(n) => tag.is_some_and(|t| t.value == n.to_string()),
+            }
+        })
+    };
+    let now = now_millis();
+    let tag = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value,
+    };
+    let parent = match find(None) {
+        Some(run) => run.info.run_id.clone(),
+        None => {
+            let run = runs::create(
+                &state.db,
+                experiment,
+                "flywheel-scheduler",
+                Some(&format!("search {}", completed.job_id)),
+                Some(now),
+                &[
+                    tag("flywheel.search_job", completed.job_id.clone()),
+                    tag("flywheel.job_id", completed.job_id.clone()),
+                ],
+            )
+            .await?;
+            runs::update(
+                &state.db,
+                &run.info.run_id,
+                Some(RunStatus::Finished),
+                Some(now),
+                None,
+            )
+            .await?;
+            run.info.run_id
+        }
+    };
+    let mut best = None;
+    for trial in &completed.trials {
+        let run_id = match find(Some(trial.trial)) {
+            Some(run) => run.info.run_id.clone(),
+            None => {
+                let run = runs::create(
+                    &state.db,
+                    experiment,
+                    "flywheel-scheduler",
+                    Some(&format!("trial {}", trial.trial)),
+                    Some(now),
+                    &[
+                        tag("flywheel.search_job", completed.job_id.clone()),
+                        tag("flywheel.trial", trial.trial.to_string()),
+                        tag("flywheel.job_id", trial.job_id.clone()),
+                        tag("mlflow.parentRunId", parent.clone()),
+                        tag("flywheel.best", trial.best.to_string()),
+                    ],
+                )
+                .await?;
+                let batch = LogBatch {
+                    metrics: trial
+                        .metrics
+                        .iter()
+                        .map(|(key, value)| Metric {
+                            key: key.clone(),
+                            value: *value,
+                            timestamp: now,
+                            step: 0,
+                        })
+                        .collect(),
+                    params: trial
+                        .params
+                        .iter()
+                        .map(|(key, value)| KeyValue {
+                            key: key.clone(),
+                            value: match value {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            },
+                        })
+                        .collect(),
+                    tags: Vec::new(),
+                };
+                runs::log_batch(&state.db, &run.info.run_id, &batch).await?;
+                let status = if trial.status == "succeeded" {
+                    RunStatus::Finished
+                } else {
+                    RunStatus::Failed
+                };
+                runs::update(&state.db, &run.info.run_id, Some(status), Some(now), None).await?;
+                run.info.run_id
+            }
+        };
+        if trial.best {
+            best = Some(run_id);
+        }
+    }
+    Ok((parent, best))
 }

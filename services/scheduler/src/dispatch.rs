@@ -134,8 +134,15 @@ pub(crate) async fn dispatch_once(state: &AppState) -> Result<usize> {
     let mut pools = pools(state, &txn).await?;
     let mut projects: HashMap<String, (Quota, Usage)> = HashMap::new();
     let mut dispatched = 0;
+    let mut expanded = false;
     for row in candidates {
         let job = jobs::from_row(&row)?;
+        if job.request.search.is_some() {
+            if crate::search::expand(&txn, state, &job).await? {
+                expanded = true;
+            }
+            continue;
+        }
         let r = job.request.resources.clone();
         if !projects.contains_key(&job.project) {
             let quota = quotas::get(&txn, &job.project, state.config.default_quota).await?;
@@ -192,6 +199,10 @@ pub(crate) async fn dispatch_once(state: &AppState) -> Result<usize> {
     }
     txn.commit().await?;
     crate::metrics::dispatched(dispatched);
+    if expanded {
+        // The trials are queued now: dispatch them without waiting for the next tick.
+        state.wake.notify_one();
+    }
     Ok(dispatched)
 }
 
@@ -229,6 +240,7 @@ async fn unschedulable(state: &AppState, txn: &DatabaseTransaction, job: &Job) -
     {
         let event = lifecycle::failed_event(job, "invalid", &error, false);
         lifecycle::announce(txn, state, job, event, None).await?;
+        crate::search::trial_ended(txn, state, job, None).await?;
     }
     Ok(())
 }

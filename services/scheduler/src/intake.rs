@@ -39,6 +39,9 @@ pub(crate) fn validate(project: &str, request: &TrainingRequested) -> Result<()>
     {
         return Err(invalid("trainer: kind `builtin` or `external` and a name"));
     }
+    if let Some(search) = &request.search {
+        crate::search::validate(search)?;
+    }
     if request.timeout_seconds == Some(0) {
         return Err(invalid("timeout_seconds must be at least 1"));
     }

@@ -13,6 +13,12 @@ use crate::{Result, SchedulerError};
 /// `timed_out`; a retryable failure goes back to `queued` for the next attempt.
 pub(crate) const ACTIVE: [&str; 2] = ["dispatched", "running"];
 
+/// States a job never leaves.
+pub(crate) const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+
+/// The runner name a running hyperparameter search shows: its trials do the work.
+pub(crate) const SEARCH_RUNNER: &str = "search";
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
@@ -44,6 +50,10 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// Why it is where it is (last error, waiting reason).
     pub detail: String,
+    /// The search this job is a trial of.
+    pub parent_job_id: Option<String>,
+    /// Trial number within that search.
+    pub trial: Option<i32>,
     /// The full request.
     pub request: TrainingRequested,
     /// Created, ms.
@@ -97,6 +107,8 @@ pub(crate) fn select() -> SelectStatement {
             Jobs::StartedAt,
             Jobs::FinishedAt,
             Jobs::Detail,
+            Jobs::ParentJobId,
+            Jobs::Trial,
             Jobs::CreatedAt,
             Jobs::UpdatedAt,
         ])
@@ -121,6 +133,8 @@ pub(crate) fn from_row(row: &QueryResult) -> Result<Job> {
         started_at: row.try_get("", "started_at")?,
         finished_at: row.try_get("", "finished_at")?,
         detail: row.try_get("", "detail")?,
+        parent_job_id: row.try_get("", "parent_job_id")?,
+        trial: row.try_get("", "trial")?,
         request: serde_json::from_str(&request)
             .map_err(|e| SchedulerError::Invalid(format!("stored request unreadable: {e}")))?,
         created_at: row.try_get("", "created_at")?,

@@ -18,6 +18,7 @@ mod quotas;
 mod reports;
 mod runners;
 mod schema;
+mod search;
 mod triggers;
 
 use std::sync::Arc;

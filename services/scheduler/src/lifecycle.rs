@@ -233,6 +233,29 @@ pub(crate) async fn cancel(state: &AppState, job_id: &str, reason: &str) -> Resu
         reason: reason.to_owned(),
     });
     announce(&txn, state, &job, event, None).await?;
+    // A search takes its open trials with it; a cancelled trial may end its search.
+    let trials = txn
+        .query_all(
+            &jobs::select()
+                .and_where(Expr::col(Jobs::ParentJobId).eq(job.job_id.as_str()))
+                .and_where(Expr::col(Jobs::Status).is_in(from))
+                .to_owned(),
+        )
+        .await?;
+    for row in trials {
+        let trial = jobs::from_row(&row)?;
+        if end_attempt(&txn, state, &trial, &from, &ending)
+            .await?
+            .is_some()
+        {
+            let event = Event::TrainingJobCancelled(TrainingJobCancelled {
+                job_id: trial.job_id.clone(),
+                reason: format!("its search was cancelled: {reason}"),
+            });
+            announce(&txn, state, &trial, event, None).await?;
+        }
+    }
+    crate::search::trial_ended(&txn, state, &job, None).await?;
     txn.commit().await?;
     jobs::get(&state.db, job_id).await
 }
@@ -252,6 +275,9 @@ pub(crate) async fn reap(state: &AppState) -> Result<usize> {
     let mut ended = 0;
     for row in running {
         let job = jobs::from_row(&row)?;
+        if job.runner.as_deref() == Some(jobs::SEARCH_RUNNER) {
+            continue;
+        }
         let started = job.started_at.unwrap_or(now);
         let (ending, kind) = if now - started > job.timeout_seconds.saturating_mul(1000) {
             (Ending::TimedOut, "timed_out")
@@ -280,8 +306,16 @@ pub(crate) async fn reap(state: &AppState) -> Result<usize> {
             tracing::warn!(job = %job.job_id, attempt = job.attempts, kind, %error, "attempt ended by the scheduler");
             let event = failed_event(&job, kind, &error, done.will_retry);
             announce(&txn, state, &job, event, None).await?;
+            if !done.will_retry {
+                crate::search::trial_ended(&txn, state, &job, None).await?;
+            }
             ended += 1;
         }
+        txn.commit().await?;
+    }
+    for search in crate::search::stalled_searches(state).await? {
+        let txn = state.db.begin().await?;
+        crate::search::finish_if_done(&txn, state, &search).await?;
         txn.commit().await?;
     }
     Ok(ended)

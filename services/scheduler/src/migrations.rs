@@ -67,6 +67,9 @@ impl MigrationTrait for CreateJobs {
                     .col(ColumnDef::new(Jobs::StartedAt).big_integer().null())
                     .col(ColumnDef::new(Jobs::FinishedAt).big_integer().null())
                     .col(ColumnDef::new(Jobs::Detail).text().not_null())
+                    .col(ColumnDef::new(Jobs::ParentJobId).string_len(36).null())
+                    .col(ColumnDef::new(Jobs::Trial).integer().null())
+                    .col(ColumnDef::new(Jobs::Result).text().null())
                     .col(ColumnDef::new(Jobs::CreatedAt).big_integer().not_null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).big_integer().not_null())
                     .to_owned(),
@@ -80,6 +83,16 @@ impl MigrationTrait for CreateJobs {
                     .col(Jobs::Status)
                     .col(Jobs::Priority)
                     .col(Jobs::CreatedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("scheduler_jobs_parent")
+                    .table(Jobs::Table)
+                    .col(Jobs::ParentJobId)
                     .if_not_exists()
                     .to_owned(),
             )

@@ -68,12 +68,17 @@ async fn apply(state: &AppState, report: &Envelope) -> Result<()> {
         Event::TrainingJobProgress(_) => {
             flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
         }
-        Event::TrainingJobCompleted(_)
+        Event::TrainingJobCompleted(completed)
             if lifecycle::end_attempt(&txn, state, &job, &ACTIVE, &Ending::Succeeded)
                 .await?
                 .is_some() =>
         {
-            flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
+            if job.parent_job_id.is_some() {
+                // A trial: its search reports the winner when every trial has ended.
+                crate::search::trial_ended(&txn, state, &job, Some(completed)).await?;
+            } else {
+                flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, report).await?;
+            }
         }
         Event::TrainingJobFailed(failed) => {
             let ending = if failed.kind == "timed_out" {
@@ -89,6 +94,9 @@ async fn apply(state: &AppState, report: &Envelope) -> Result<()> {
                 let event =
                     lifecycle::failed_event(&job, &failed.kind, &failed.error, done.will_retry);
                 lifecycle::announce(&txn, state, &job, event, Some(report)).await?;
+                if !done.will_retry {
+                    crate::search::trial_ended(&txn, state, &job, None).await?;
+                }
             }
         }
         _ => {}

@@ -25,6 +25,9 @@ pub(crate) enum Jobs {
     StartedAt,
     FinishedAt,
     Detail,
+    ParentJobId,
+    Trial,
+    Result,
     CreatedAt,
     UpdatedAt,
 }

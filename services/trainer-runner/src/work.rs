@@ -276,6 +276,7 @@ async fn completed(
             ..Lineage::default()
         },
         cpu_seconds: seconds * request.resources.cpu,
+        trials: Vec::new(),
     }))
 }
 

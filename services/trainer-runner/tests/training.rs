@@ -593,3 +593,131 @@ async fn new_data_and_cron_triggers_submit_training() -> anyhow::Result<()> {
     assert_eq!(bad.status(), 400);
     stack.stop().await
 }
+
+#[tokio::test]
+async fn a_search_fans_out_trials_and_registers_the_best() -> anyhow::Result<()> {
+    let mut stack = Stack::start(true, &[]).await?;
+    stack
+        .start_runner(&[("slots", "2"), ("runner_id", "left")])
+        .await?;
+    stack
+        .start_runner(&[("slots", "2"), ("runner_id", "right")])
+        .await?;
+    let version = stack.push_dataset("customers", &binary_csv()).await?;
+    let mut req = request(
+        "search-1",
+        "forest",
+        ("customers", &version),
+        json!({"kind": "builtin", "name": "random_forest", "params": {"target": "label", "n_estimators": 60}}),
+    );
+    req["search"] = json!({
+        "strategy": "grid",
+        "space": {"max_depth": [1, 2, 4, null]},
+        "max_trials": 4,
+        "metric": "accuracy",
+        "goal": "maximize",
+    });
+    let job = stack.submit(req, "default").await?;
+    let id = job["job_id"].as_str().unwrap_or_default().to_owned();
+    let done = stack.wait_job(&id, None, MINUTE).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let all: Value = stack
+        .http
+        .get(stack.scheduler_url("/api/v1/jobs?model=forest"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let trials: Vec<&Value> = all
+        .as_array()
+        .map(|j| {
+            j.iter()
+                .filter(|j| j["parent_job_id"] == id.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(trials.len(), 4, "{all}");
+    assert!(trials.iter().all(|t| t["status"] == "succeeded"));
+    let mut spans: Vec<(i64, i64)> = trials
+        .iter()
+        .map(|t| {
+            (
+                t["started_at"].as_i64().unwrap_or(0),
+                t["finished_at"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).any(|w| w[1].0 < w[0].1),
+        "trials ran in parallel: {spans:?}"
+    );
+    let runners: HashSet<&str> = trials.iter().filter_map(|t| t["runner"].as_str()).collect();
+    println!("trials ran on runners {runners:?}");
+
+    // One version: the best trial's model, linked to its run; every trial is a child run.
+    let versions = stack
+        .wait_versions("forest", 1, Duration::from_secs(20))
+        .await?;
+    assert_eq!(versions.len(), 1, "a search registers one version");
+    let experiment: Value = stack
+        .http
+        .get(
+            stack
+                .registry
+                .url("/api/2.0/mlflow/experiments/get-by-name"),
+        )
+        .query_pairs(&[("experiment_name", "flywheel/forest".into())])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let experiment_id = experiment["experiment"]["experiment_id"].clone();
+    let runs: Value = stack
+        .http
+        .post(stack.registry.url("/api/2.0/mlflow/runs/search"))
+        .json(&json!({"experiment_ids": [experiment_id], "max_results": 100}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 5, "a parent run and four trial runs");
+    let tag = |run: &Value, key: &str| -> Option<String> {
+        run["data"]["tags"]
+            .as_array()?
+            .iter()
+            .find(|t| t["key"] == key)
+            .and_then(|t| t["value"].as_str().map(str::to_owned))
+    };
+    let children: Vec<&Value> = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId").is_some())
+        .collect();
+    assert_eq!(children.len(), 4);
+    let accuracy = |run: &Value| -> f64 {
+        run["data"]["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["key"] == "accuracy"))
+            .and_then(|m| m["value"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let best = children
+        .iter()
+        .find(|r| tag(r, "flywheel.best").as_deref() == Some("true"))
+        .expect("a best trial");
+    let top = children
+        .iter()
+        .map(|r| accuracy(r))
+        .fold(f64::MIN, f64::max);
+    assert_eq!(
+        accuracy(best),
+        top,
+        "the best trial has the highest accuracy"
+    );
+    assert_eq!(
+        versions[0]["run_id"], best["info"]["run_id"],
+        "the version links the best run"
+    );
+    stack.stop().await
+}

@@ -174,6 +174,31 @@ pub struct TrainingJobCompleted {
     /// Resource-seconds used: cpu core-seconds.
     #[serde(default)]
     pub cpu_seconds: f64,
+    /// For a hyperparameter search: every trial, the winner's first (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<TrialResult>,
+}
+
+/// One trial of a hyperparameter search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrialResult {
+    /// Trial number, from 0.
+    pub trial: u32,
+    /// The trial's own job.
+    pub job_id: String,
+    /// The parameters it tried (the search space's choice, on top of the trainer's params).
+    pub params: Params,
+    /// `succeeded`, `failed`, `cancelled` or `timed_out`.
+    pub status: String,
+    /// Its evaluation metrics, when it succeeded.
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub metrics: Metrics,
+    /// Its model package, when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_uri: Option<String>,
+    /// Whether it was picked.
+    #[serde(default)]
+    pub best: bool,
 }
 
 /// `training.job.failed`: an attempt failed or timed out.

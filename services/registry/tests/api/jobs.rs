@@ -42,6 +42,7 @@ fn completed(job: &str, model: &str) -> Envelope {
                 ..Lineage::default()
             },
             cpu_seconds: 12.5,
+            trials: Vec::new(),
         }),
     )
 }
