@@ -363,7 +363,7 @@ pub(crate) async fn finish_if_done(
                 package_uri: winner.package_uri.clone(),
                 metrics,
                 gates_passed: winner.gates_passed,
-                signature: winner.signature.clone(),
+                signature: winner.signature,
                 lineage,
                 cpu_seconds: trials
                     .iter()
