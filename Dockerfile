@@ -21,7 +21,8 @@ RUN cargo build --release --locked \
       --bin flywheel-monitor --bin flywheel-deployer
 
 FROM debian:bookworm-slim AS runtime
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# procps: the runner ends an external trainer's whole process group with /bin/kill.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates procps \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/flywheel --create-home flywheel
 COPY --from=builder /src/target/release/flywheel-registry /src/target/release/flywheel-scheduler \
