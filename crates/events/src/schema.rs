@@ -29,7 +29,26 @@ pub fn proto_files() -> Vec<ProtoFile> {
         path: "asyncapi.json".into(),
         contents: pretty(&asyncapi()),
     });
+    files.extend(control_files());
     files
+}
+
+/// The scheduler–runner control messages (core NATS request/reply), for runners written in
+/// other languages.
+fn control_files() -> Vec<ProtoFile> {
+    use crate::control::{AttemptClaim, ClaimReply, HeartbeatReply, RunnerHeartbeat};
+    [
+        ("runner-heartbeat", schemars::schema_for!(RunnerHeartbeat)),
+        ("heartbeat-reply", schemars::schema_for!(HeartbeatReply)),
+        ("attempt-claim", schemars::schema_for!(AttemptClaim)),
+        ("claim-reply", schemars::schema_for!(ClaimReply)),
+    ]
+    .into_iter()
+    .map(|(name, schema)| ProtoFile {
+        path: format!("control/{name}.schema.json"),
+        contents: pretty(&schema.to_value()),
+    })
+    .collect()
 }
 
 fn schema_path(kind: &EventKind) -> String {
@@ -160,6 +179,7 @@ pub fn write_proto(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::remove_dir_all(&events)?;
     }
     std::fs::create_dir_all(&events)?;
+    std::fs::create_dir_all(dir.join("control"))?;
     for file in proto_files() {
         std::fs::write(dir.join(&file.path), file.contents)?;
     }
