@@ -9,6 +9,9 @@ use flywheel_runtime::{ServiceError, ServiceSettings};
 pub struct SchedulerConfig {
     /// `runner_timeout_ms`: a runner unheard of this long is dead; its attempts are lost.
     pub runner_timeout: Duration,
+    /// `listing_grace_ms`: how long after a grant a runner may still not list the attempt in
+    /// its heartbeats (one composed before the grant arrived) before the attempt is lost.
+    pub listing_grace: Duration,
     /// `max_attempts`: attempts per job before a retryable failure becomes final.
     pub max_attempts: u32,
     /// `retry_backoff_ms`: the first retry's delay; doubled per attempt.
@@ -37,6 +40,7 @@ impl SchedulerConfig {
         };
         let config = Self {
             runner_timeout: ms("runner_timeout_ms", 10_000)?,
+            listing_grace: ms("listing_grace_ms", 15_000)?,
             max_attempts: settings.option("max_attempts", 3)?,
             retry_backoff: ms("retry_backoff_ms", 2_000)?,
             retry_backoff_max: ms("retry_backoff_max_ms", 300_000)?,

@@ -154,6 +154,7 @@ pub(crate) async fn heartbeat(state: &AppState, beat: &RunnerHeartbeat) -> Resul
                 .to_owned(),
         )
         .await?;
+    forget_unlisted(state, beat, now).await?;
     let mut stop = Vec::new();
     if !beat.running.is_empty() {
         let ids: Vec<&str> = beat.running.iter().map(|a| a.job_id.as_str()).collect();
@@ -331,6 +332,52 @@ pub(crate) async fn serve(
             }
             drop(permit);
         });
+    }
+    Ok(())
+}
+
+/// Attempts the scheduler granted to this runner that its heartbeat no longer lists (a claim
+/// reply lost on the way, a runner restarted under the same id) are lost: retried elsewhere.
+async fn forget_unlisted(state: &AppState, beat: &RunnerHeartbeat, now: i64) -> Result<()> {
+    let rows = state
+        .db
+        .query_all(
+            &jobs::select()
+                .and_where(Expr::col(Jobs::Runner).eq(beat.runner.as_str()))
+                .and_where(Expr::col(Jobs::Status).eq("running"))
+                .and_where(Expr::col(Jobs::StartedAt).lt(
+                    now - i64::try_from(state.config.listing_grace.as_millis()).unwrap_or(i64::MAX)
+                ))
+                .to_owned(),
+        )
+        .await?;
+    for row in rows {
+        let job = jobs::from_row(&row)?;
+        let listed = beat
+            .running
+            .iter()
+            .any(|a| a.job_id == job.job_id && i64::from(a.attempt) == i64::from(job.attempts));
+        if listed {
+            continue;
+        }
+        let error = format!("runner {} no longer runs this attempt", beat.runner);
+        let ending = crate::lifecycle::Ending::Failed {
+            kind: "lost".into(),
+            error: error.clone(),
+            retryable: true,
+        };
+        let txn = state.db.begin().await?;
+        if let Some(done) =
+            crate::lifecycle::end_attempt(&txn, state, &job, &ACTIVE, &ending).await?
+        {
+            tracing::warn!(job = %job.job_id, attempt = job.attempts, runner = %beat.runner, "attempt not listed by its runner; lost");
+            let event = crate::lifecycle::failed_event(&job, "lost", &error, done.will_retry);
+            crate::lifecycle::announce(&txn, state, &job, event, None).await?;
+            if !done.will_retry {
+                crate::search::trial_ended(&txn, state, &job, None).await?;
+            }
+        }
+        txn.commit().await?;
     }
     Ok(())
 }

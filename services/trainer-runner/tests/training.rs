@@ -721,3 +721,77 @@ async fn a_search_fans_out_trials_and_registers_the_best() -> anyhow::Result<()>
     );
     stack.stop().await
 }
+
+#[tokio::test]
+async fn an_attempt_its_runner_stops_listing_is_retried() -> anyhow::Result<()> {
+    use flywheel_events::control::{
+        AttemptClaim, AttemptRef, ClaimReply, RunnerHeartbeat, decode_control, encode_control,
+    };
+    let mut stack = Stack::start(true, &[("listing_grace_ms", "1000")]).await?;
+    let version = stack.push_dataset("events", b"a,b\n1,2\n").await?;
+    // A runner that claims an attempt and then forgets it (its claim reply was "lost").
+    let beat = encode_control(&RunnerHeartbeat {
+        runner: "forgetful".into(),
+        pool: "default".into(),
+        capacity: flywheel_events::payloads::Resources {
+            cpu: 4.0,
+            memory_mb: 4096,
+            gpu: 0,
+        },
+        slots: 1,
+        running: Vec::new(),
+    })?;
+    let client = stack.bus.client().clone();
+    client
+        .request(
+            stack.bus.subjects().runner_heartbeats(),
+            beat.clone().into(),
+        )
+        .await?;
+    let job = stack
+        .submit(
+            request(
+                "forgotten-1",
+                "forgotten",
+                ("events", &version),
+                sleepy_trainer(0.0),
+            ),
+            "default",
+        )
+        .await?;
+    let id = job["job_id"].as_str().unwrap_or_default().to_owned();
+    stack.wait_job(&id, Some("dispatched"), MINUTE).await?;
+    let claim = encode_control(&AttemptClaim {
+        attempt: AttemptRef {
+            job_id: id.clone(),
+            attempt: 1,
+        },
+        runner: "forgetful".into(),
+    })?;
+    let reply = client
+        .request(stack.bus.subjects().attempt_claims(), claim.into())
+        .await?;
+    let reply: ClaimReply = decode_control(&reply.payload).map_err(anyhow::Error::msg)?;
+    assert!(reply.granted, "{reply:?}");
+    assert_eq!(stack.job(&id).await?["runner"], "forgetful");
+    // It keeps beating without the attempt; a real runner joins.
+    stack.start_runner(&[("slots", "1")]).await?;
+    let deadline = std::time::Instant::now() + MINUTE;
+    let done = loop {
+        client
+            .request(
+                stack.bus.subjects().runner_heartbeats(),
+                beat.clone().into(),
+            )
+            .await?;
+        let job = stack.job(&id).await?;
+        if job["status"] == "succeeded" || std::time::Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["attempt_history"][0]["status"], "lost");
+    stack.stop().await
+}
