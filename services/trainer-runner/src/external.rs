@@ -52,15 +52,21 @@ enum ProtocolLine {
     Progress(f64, String),
 }
 
-/// Kills the trainer's whole process group.
-async fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+/// Kills the trainer's whole process group when dropped: whether the attempt ends, times out,
+/// is cancelled or its future is abandoned, nothing the trainer started outlives it.
+struct ProcessGroup {
+    pid: Option<u32>,
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -172,7 +178,7 @@ pub(crate) async fn train(
     let mut child = command
         .spawn()
         .map_err(|e| TrainFailure::retryable(format!("cannot start `sh`: {e}")))?;
-    let pid = child.id();
+    let group = ProcessGroup { pid: child.id() };
     let job = dispatched.job_id.clone();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -213,13 +219,13 @@ pub(crate) async fn train(
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| TrainFailure::retryable(e.to_string()))?,
         () = stop.cancelled() => {
-            kill_group(pid).await;
+            drop(group);
             let _ = child.wait().await;
             return Err(TrainFailure::retryable("stopped".to_owned()));
         }
     };
     // The trainer may have left children holding the pipes; end them with it.
-    kill_group(pid).await;
+    drop(group);
     let metrics = stdout_task.await.unwrap_or_default();
     let tail = stderr_task.await.unwrap_or_default();
     if !status.success() {

@@ -160,6 +160,11 @@ pub(crate) async fn handle(runner: Arc<Runner>, delivery: Delivery) -> Outcome {
     };
     runner.finish(&attempt);
     let event = match result {
+        // Shutting down: say so, so the scheduler retries now rather than after the timeout.
+        None if runner.shutdown.is_cancelled() => failed(
+            dispatched,
+            &TrainFailure::retryable("the runner shut down during the attempt"),
+        ),
         None => {
             tracing::warn!(job = %attempt.job_id, attempt = attempt.attempt, "attempt stopped");
             return Outcome::Ack;
@@ -176,7 +181,7 @@ pub(crate) async fn handle(runner: Arc<Runner>, delivery: Delivery) -> Outcome {
     loop {
         match runner.report(&report).await {
             Ok(()) => break,
-            Err(e) if runner.shutdown.is_cancelled() => {
+            Err(e) if runner.shutdown.is_cancelled() && delay > Duration::from_secs(2) => {
                 return Outcome::retry(Duration::from_secs(1), format!("report not sent: {e}"));
             }
             Err(e) => {
