@@ -150,7 +150,16 @@ fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
-/// Publishes committed outbox rows in order until `shutdown`; wakes every `interval`.
+/// Wakes the publishers of this process; call after committing outbox rows that should go
+/// out now rather than at the next interval.
+pub fn wake() {
+    WAKE.notify_waiters();
+}
+
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Publishes committed outbox rows in order until `shutdown`; wakes every `interval` and on
+/// [`wake`].
 pub async fn run_publisher(
     bus: Bus,
     db: DatabaseConnection,
@@ -170,6 +179,7 @@ pub async fn run_publisher(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
+            _ = WAKE.notified() => {}
         }
     }
     // One last pass so events committed just before shutdown go out now.

@@ -198,6 +198,7 @@ pub(crate) async fn dispatch_once(state: &AppState) -> Result<usize> {
         }
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     crate::metrics::dispatched(dispatched);
     if expanded {
         // The trials are queued now: dispatch them without waiting for the next tick.

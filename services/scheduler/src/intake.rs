@@ -144,6 +144,7 @@ pub async fn submit(
     };
     flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, &envelope).await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     state.wake.notify_one();
     Ok((jobs::get(&state.db, &job_id).await?, true))
 }

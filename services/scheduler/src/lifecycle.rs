@@ -257,6 +257,7 @@ pub(crate) async fn cancel(state: &AppState, job_id: &str, reason: &str) -> Resu
     }
     crate::search::trial_ended(&txn, state, &job, None).await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     jobs::get(&state.db, job_id).await
 }
 

@@ -102,6 +102,7 @@ async fn apply(state: &AppState, report: &Envelope) -> Result<()> {
         _ => {}
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     if !matches!(report.event, Event::TrainingJobProgress(_)) {
         state.wake.notify_one();
     }

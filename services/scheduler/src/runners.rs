@@ -234,6 +234,7 @@ pub(crate) async fn claim(state: &AppState, claim: &AttemptClaim) -> Result<Clai
         });
         crate::lifecycle::announce(&txn, state, &job, started, None).await?;
         txn.commit().await?;
+        flywheel_runtime::outbox::wake();
         crate::metrics::started(&job);
         return Ok(ClaimReply {
             granted: true,
