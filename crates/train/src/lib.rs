@@ -6,7 +6,8 @@
 
 mod cart;
 pub mod metrics;
-pub mod model;
+
+pub use flywheel_model as model;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,8 +47,8 @@ pub enum TrainError {
     #[error("unusable data: {0}")]
     Data(String),
     /// A row given for prediction does not fit the model.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
+    #[error(transparent)]
+    InvalidInput(#[from] model::InputError),
     /// The optimiser failed.
     #[error("fitting failed: {0}")]
     Fit(String),
@@ -548,7 +549,9 @@ fn run(
     };
     let width = model.width();
     let encode = |model: &Model, idx: &[usize]| -> Result<Vec<Vec<f64>>, TrainError> {
-        idx.iter().map(|&r| model.encode(&rows.values[r])).collect()
+        idx.iter()
+            .map(|&r| model.encode(&rows.values[r]).map_err(TrainError::from))
+            .collect()
     };
     if matches!(algorithm, "logistic_regression" | "kmeans") {
         let raw = encode(&model, &train_idx)?;

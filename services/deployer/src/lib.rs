@@ -1,8 +1,32 @@
-//! The deployer: model serving over the Open Inference Protocol with safe rollouts and automatic rollback. This crate is the service skeleton its features plug into.
+//! The deployer: serves model versions over the Open Inference Protocol (KServe V2) and a
+//! simple JSON records endpoint. Deployments follow a model's alias (or a pinned version); the
+//! deployer learns packages and alias moves from the registry's events, fetches and verifies a
+//! package before it serves, keeps serving the previous version when a load fails, and logs
+//! every prediction to the PREDICTIONS stream. This is the first slice of the deployer issue:
+//! built-in (`flywheel`) models, JSON tensors, direct rollouts.
 
-use axum::Router;
+mod api;
+mod catalog;
+mod deployments;
+mod error;
+mod logs;
+mod migrations;
+mod schema;
+mod serving;
+mod v2;
+
+use std::sync::Arc;
+
+use flywheel_artifacts::ArtifactStore;
+use flywheel_bus::Bus;
 use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
+
+pub use deployments::{Deployment, DeploymentSpec};
+pub use error::{DeployerError, Result};
+pub use migrations::Migrator;
+pub use serving::{Loaded, Serving};
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "deployer";
@@ -10,11 +34,24 @@ pub const SERVICE: &str = "deployer";
 /// Default HTTP port (docs/architecture.md lists them all).
 pub const DEFAULT_PORT: u16 = 8084;
 
-flywheel_db::migrator!(
-    Migrator,
-    "deployer",
-    [flywheel_db::inbox::CreateInbox::new("deployer")]
-);
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The deployer's database.
+    pub db: DatabaseConnection,
+    /// NATS.
+    pub bus: Bus,
+    /// Where packages are.
+    pub artifacts: ArtifactStore,
+    /// What is served.
+    pub serving: Arc<serving::Serving>,
+    /// Prediction logs on their way to the bus.
+    pub(crate) logs: logs::LogQueue,
+}
+
+pub(crate) fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Runs the deployer until `shutdown` is cancelled.
 pub async fn run(
@@ -25,6 +62,29 @@ pub async fn run(
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
-    kit.mount(Router::new());
+    let (logs, queue) = tokio::sync::mpsc::channel(10_000);
+    let state = AppState {
+        db: kit.database()?.clone(),
+        bus: kit.bus.clone(),
+        artifacts: kit.artifacts.clone(),
+        serving: Arc::new(serving::Serving::default()),
+        logs,
+    };
+    kit.start_outbox()?;
+    kit.spawn(logs::publish(kit.bus.clone(), queue));
+    // Serve what was deployed before a restart.
+    for deployment in deployments::list(&state.db)
+        .await
+        .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?
+    {
+        if let Err(e) = deployments::activate(&state, &deployment.name).await {
+            tracing::warn!(deployment = %deployment.name, error = %e, "cannot serve after restart");
+        }
+    }
+    let s = state.clone();
+    kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
+        catalog::handle(s.clone(), delivery)
+    });
+    kit.mount(api::router().merge(v2::router()).with_state(state));
     kit.run_until_shutdown().await
 }

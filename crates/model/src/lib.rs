@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+/// A row that does not fit the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid input: {0}")]
+pub struct InputError(pub String);
 
 /// How one input column becomes model features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,9 +211,9 @@ impl Model {
     }
 
     /// Encodes one row given as values in `inputs` order.
-    pub fn encode(&self, row: &[Value]) -> Result<Vec<f64>, TrainError> {
+    pub fn encode(&self, row: &[Value]) -> Result<Vec<f64>, InputError> {
         if row.len() != self.inputs.len() {
-            return Err(TrainError::InvalidInput(format!(
+            return Err(InputError(format!(
                 "expected {} inputs, got {}",
                 self.inputs.len(),
                 row.len()
@@ -226,7 +229,7 @@ impl Model {
                     match t.trim().parse::<f64>() {
                         Ok(v) => x.push(v),
                         Err(_) => {
-                            return Err(TrainError::InvalidInput(format!(
+                            return Err(InputError(format!(
                                 "input `{name}` must be a number, got `{t}`"
                             )));
                         }
@@ -317,13 +320,13 @@ impl Model {
     }
 
     /// Encodes and predicts one row.
-    pub fn predict(&self, row: &[Value]) -> Result<Prediction, TrainError> {
+    pub fn predict(&self, row: &[Value]) -> Result<Prediction, InputError> {
         Ok(self.predict_encoded(&self.encode(row)?))
     }
 }
 
 /// Index of the largest value (the first on ties, as numpy's argmax).
-pub(crate) fn argmax(values: &[f64]) -> usize {
+pub fn argmax(values: &[f64]) -> usize {
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {
         if *v > values[best] {
@@ -334,7 +337,7 @@ pub(crate) fn argmax(values: &[f64]) -> usize {
 }
 
 /// Integers without a trailing `.0`, so `1` and `1.0` name the same category.
-pub(crate) fn format_number(v: f64) -> String {
+pub fn format_number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {

@@ -1,0 +1,407 @@
+//! Deployments: a serving name that follows a model's alias (e.g. `production`) or is pinned
+//! to a version. Activating one resolves the version, loads its package and swaps it in;
+//! `deployment.rolled_out` or `deployment.failed` says how it went.
+
+use flywheel_events::payloads::{DeploymentFailed, DeploymentRolledOut};
+use flywheel_events::{Envelope, Event};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Aliases, Deployments, Versions};
+use crate::{AppState, DeployerError, Result};
+
+/// A deployment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deployment {
+    /// Serving name.
+    pub name: String,
+    /// Project.
+    pub project: String,
+    /// Registered model.
+    pub model: String,
+    /// Alias it follows, if any.
+    pub alias: Option<String>,
+    /// Version it should serve (pinned, or where its alias points).
+    pub version: Option<i32>,
+    /// Version it last served successfully (what it falls back to when a load fails).
+    pub serving_version: Option<i32>,
+    /// `waiting`, `serving` or `failed`.
+    pub status: String,
+    /// Why it is in that state.
+    pub detail: String,
+    /// Last change, ms.
+    pub updated_at: i64,
+}
+
+/// The body of `PUT /api/v1/deployments/{name}`: a model and an alias or a version.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentSpec {
+    /// Registered model name.
+    pub model: String,
+    /// Follow this alias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Or serve this version.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Project (default `default`).
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+fn from_row(row: &QueryResult) -> Result<Deployment> {
+    Ok(Deployment {
+        name: row.try_get("", "name")?,
+        project: row.try_get("", "project")?,
+        model: row.try_get("", "model")?,
+        alias: row.try_get("", "alias")?,
+        version: row.try_get("", "version")?,
+        serving_version: row.try_get("", "serving_version")?,
+        status: row.try_get("", "status")?,
+        detail: row.try_get("", "detail")?,
+        updated_at: row.try_get("", "updated_at")?,
+    })
+}
+
+fn select() -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .columns([
+            Deployments::Name,
+            Deployments::Project,
+            Deployments::Model,
+            Deployments::Alias,
+            Deployments::Version,
+            Deployments::ServingVersion,
+            Deployments::Status,
+            Deployments::Detail,
+            Deployments::UpdatedAt,
+        ])
+        .from(Deployments::Table)
+        .to_owned()
+}
+
+/// Reads a deployment.
+pub(crate) async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Deployment> {
+    let row = db
+        .query_one(
+            &select()
+                .and_where(Expr::col(Deployments::Name).eq(name))
+                .to_owned(),
+        )
+        .await?
+        .ok_or_else(|| DeployerError::NotFound(format!("deployment {name} not found")))?;
+    from_row(&row)
+}
+
+/// Every deployment, by name.
+pub(crate) async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<Deployment>> {
+    db.query_all(&select().order_by(Deployments::Name, Order::Asc).to_owned())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Deployments of `model`, optionally only those following `alias`.
+pub(crate) async fn of_model<C: ConnectionTrait>(
+    db: &C,
+    model: &str,
+    alias: Option<&str>,
+) -> Result<Vec<Deployment>> {
+    let mut select = select();
+    select.and_where(Expr::col(Deployments::Model).eq(model));
+    if let Some(alias) = alias {
+        select.and_where(Expr::col(Deployments::Alias).eq(alias));
+    }
+    db.query_all(&select).await?.iter().map(from_row).collect()
+}
+
+/// Creates or replaces a deployment and activates it.
+pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> Result<Deployment> {
+    flywheel_events::subjects::check_token(name).map_err(|_| {
+        DeployerError::Invalid(format!(
+            "invalid deployment name `{name}`: letters, digits, `_` or `-`"
+        ))
+    })?;
+    if spec.model.trim().is_empty() {
+        return Err(DeployerError::Invalid(
+            "model: a registered model name".into(),
+        ));
+    }
+    if spec.alias.is_some() == spec.version.is_some() {
+        return Err(DeployerError::Invalid(
+            "give exactly one of `alias` and `version`".into(),
+        ));
+    }
+    let version = spec.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    state
+        .db
+        .execute(
+            &Query::insert()
+                .into_table(Deployments::Table)
+                .columns([
+                    Deployments::Name,
+                    Deployments::Project,
+                    Deployments::Model,
+                    Deployments::Alias,
+                    Deployments::Version,
+                    Deployments::Status,
+                    Deployments::Detail,
+                    Deployments::UpdatedAt,
+                ])
+                .values([
+                    name.into(),
+                    spec.project.unwrap_or_else(|| "default".into()).into(),
+                    spec.model.clone().into(),
+                    spec.alias.clone().into(),
+                    version.into(),
+                    "waiting".into(),
+                    String::new().into(),
+                    crate::now_millis().into(),
+                ])
+                .map_err(|e| DeployerError::Invalid(e.to_string()))?
+                .on_conflict(
+                    OnConflict::column(Deployments::Name)
+                        .update_columns([
+                            Deployments::Project,
+                            Deployments::Model,
+                            Deployments::Alias,
+                            Deployments::Version,
+                            Deployments::Status,
+                            Deployments::Detail,
+                            Deployments::UpdatedAt,
+                        ])
+                        .to_owned(),
+                )
+                .to_owned(),
+        )
+        .await?;
+    state.serving.remove(name);
+    activate(state, name).await?;
+    get(&state.db, name).await
+}
+
+/// Stops serving and forgets a deployment.
+pub(crate) async fn delete(state: &AppState, name: &str) -> Result<()> {
+    let gone = state
+        .db
+        .execute(
+            &Query::delete()
+                .from_table(Deployments::Table)
+                .and_where(Expr::col(Deployments::Name).eq(name))
+                .to_owned(),
+        )
+        .await?
+        .rows_affected();
+    if gone == 0 {
+        return Err(DeployerError::NotFound(format!(
+            "deployment {name} not found"
+        )));
+    }
+    state.serving.remove(name);
+    Ok(())
+}
+
+async fn alias_version<C: ConnectionTrait>(
+    db: &C,
+    model: &str,
+    alias: &str,
+) -> Result<Option<i32>> {
+    Ok(db
+        .query_one(
+            &Query::select()
+                .column(Aliases::Version)
+                .from(Aliases::Table)
+                .and_where(Expr::col(Aliases::Model).eq(model))
+                .and_where(Expr::col(Aliases::Alias).eq(alias))
+                .to_owned(),
+        )
+        .await?
+        .map(|r| r.try_get::<i32>("", "version"))
+        .transpose()?)
+}
+
+async fn package_of<C: ConnectionTrait>(
+    db: &C,
+    model: &str,
+    version: i32,
+) -> Result<Option<String>> {
+    Ok(db
+        .query_one(
+            &Query::select()
+                .column(Versions::PackageUri)
+                .from(Versions::Table)
+                .and_where(Expr::col(Versions::Model).eq(model))
+                .and_where(Expr::col(Versions::Version).eq(version))
+                .to_owned(),
+        )
+        .await?
+        .map(|r| r.try_get::<String>("", "package_uri"))
+        .transpose()?)
+}
+
+async fn set_state(
+    state: &AppState,
+    name: &str,
+    version: Option<i32>,
+    status: &str,
+    detail: &str,
+    event: Option<Event>,
+    project: &str,
+) -> Result<()> {
+    let txn = state.db.begin().await?;
+    txn.execute(
+        &Query::update()
+            .table(Deployments::Table)
+            .value(Deployments::Status, status)
+            .value(Deployments::Detail, detail)
+            .value(Deployments::UpdatedAt, crate::now_millis())
+            .and_where(Expr::col(Deployments::Name).eq(name))
+            .to_owned(),
+    )
+    .await?;
+    if let Some(version) = version {
+        txn.execute(
+            &Query::update()
+                .table(Deployments::Table)
+                .value(Deployments::Version, version)
+                .and_where(Expr::col(Deployments::Name).eq(name))
+                .and_where(Expr::col(Deployments::Alias).is_not_null())
+                .to_owned(),
+        )
+        .await?;
+    }
+    if let Some(event) = event {
+        let envelope = Envelope::new(crate::SERVICE, project, event);
+        flywheel_runtime::outbox::enqueue(&txn, crate::SERVICE, &state.bus, &envelope).await?;
+    }
+    txn.commit().await?;
+    flywheel_runtime::outbox::wake();
+    Ok(())
+}
+
+/// Resolves a deployment's version and serves it, unless it already does.
+pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
+    let deployment = get(&state.db, name).await?;
+    let version = match (&deployment.alias, deployment.version) {
+        (Some(alias), _) => alias_version(&state.db, &deployment.model, alias).await?,
+        (None, pinned) => pinned,
+    };
+    let Some(version) = version else {
+        let detail = format!(
+            "waiting for {} to have the alias `{}`",
+            deployment.model,
+            deployment.alias.as_deref().unwrap_or_default()
+        );
+        return set_state(
+            state,
+            name,
+            None,
+            "waiting",
+            &detail,
+            None,
+            &deployment.project,
+        )
+        .await;
+    };
+    let wanted = u32::try_from(version).unwrap_or(0);
+    if let Some(current) = state.serving.get(name)
+        && current.version == wanted
+        && current.model_name == deployment.model
+    {
+        return Ok(());
+    }
+    let Some(package) = package_of(&state.db, &deployment.model, version).await? else {
+        let detail = format!(
+            "waiting for version {version} of {} to be registered",
+            deployment.model
+        );
+        return set_state(
+            state,
+            name,
+            Some(version),
+            "waiting",
+            &detail,
+            None,
+            &deployment.project,
+        )
+        .await;
+    };
+    match crate::serving::load(&state.artifacts, name, &deployment.model, wanted, &package).await {
+        Ok(loaded) => {
+            state.serving.put(loaded);
+            state
+                .db
+                .execute(
+                    &Query::update()
+                        .table(Deployments::Table)
+                        .value(Deployments::ServingVersion, version)
+                        .and_where(Expr::col(Deployments::Name).eq(name))
+                        .to_owned(),
+                )
+                .await?;
+            tracing::info!(deployment = name, model = %deployment.model, version, "serving");
+            let event = Event::DeploymentRolledOut(DeploymentRolledOut {
+                deployment: name.to_owned(),
+                rollout_id: format!("{name}-v{version}"),
+                model: deployment.model.clone(),
+                version: wanted,
+            });
+            set_state(
+                state,
+                name,
+                Some(version),
+                "serving",
+                "",
+                Some(event),
+                &deployment.project,
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(deployment = name, error = %e, "cannot load; the deployment keeps what it served");
+            // After a restart nothing is in memory: go back to the last version that served.
+            if state.serving.get(name).is_none()
+                && let Some(good) = deployment.serving_version.filter(|v| *v != version)
+                && let Some(package) = package_of(&state.db, &deployment.model, good).await?
+            {
+                let good_version = u32::try_from(good).unwrap_or(0);
+                match crate::serving::load(
+                    &state.artifacts,
+                    name,
+                    &deployment.model,
+                    good_version,
+                    &package,
+                )
+                .await
+                {
+                    Ok(loaded) => state.serving.put(loaded),
+                    Err(again) => {
+                        tracing::warn!(deployment = name, error = %again, "the last good version does not load either")
+                    }
+                }
+            }
+            let event = Event::DeploymentFailed(DeploymentFailed {
+                deployment: name.to_owned(),
+                rollout_id: None,
+                error: e.to_string(),
+            });
+            let status = if state.serving.get(name).is_some() {
+                "serving"
+            } else {
+                "failed"
+            };
+            set_state(
+                state,
+                name,
+                None,
+                status,
+                &e.to_string(),
+                Some(event),
+                &deployment.project,
+            )
+            .await
+        }
+    }
+}

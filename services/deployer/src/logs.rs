@@ -1,0 +1,108 @@
+//! Prediction logs: every answered row becomes `prediction.logged` on the PREDICTIONS stream,
+//! published off the request path through a bounded queue; when the queue is full, logs are
+//! dropped and counted (`flywheel_deployer_prediction_logs_dropped_total`) rather than slowing
+//! serving.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flywheel_events::payloads::PredictionLogged;
+use flywheel_events::{Envelope, Event};
+use flywheel_model::{Prediction, Value};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::serving::Loaded;
+
+/// Queue between request handlers and the publisher.
+pub(crate) type LogQueue = mpsc::Sender<Envelope>;
+
+fn value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Number(n) => serde_json::json!(n),
+        Value::Text(t) => serde_json::json!(t),
+        Value::Missing => serde_json::Value::Null,
+    }
+}
+
+/// Queues one `prediction.logged` per row.
+pub(crate) fn log(
+    state: &AppState,
+    loaded: &Loaded,
+    request_id: &str,
+    rows: &[Vec<Value>],
+    predictions: &[Prediction],
+    latency: Duration,
+) {
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    for (i, (row, prediction)) in rows.iter().zip(predictions).enumerate() {
+        let inputs: BTreeMap<String, serde_json::Value> = loaded
+            .model
+            .inputs
+            .iter()
+            .zip(row)
+            .map(|(c, v)| (c.name().to_owned(), value(v)))
+            .collect();
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            "prediction".to_owned(),
+            match &prediction.label {
+                Some(label) => serde_json::json!(label),
+                None => serde_json::json!(prediction.value),
+            },
+        );
+        if !prediction.probabilities.is_empty() {
+            outputs.insert(
+                "probabilities".to_owned(),
+                serde_json::json!(prediction.probabilities),
+            );
+        }
+        let request_id = if rows.len() == 1 {
+            request_id.to_owned()
+        } else {
+            format!("{request_id}/{i}")
+        };
+        let event = Event::PredictionLogged(PredictionLogged {
+            deployment: loaded.deployment.clone(),
+            model: loaded.model_name.clone(),
+            version: loaded.version,
+            request_id,
+            inputs,
+            outputs,
+            latency_us,
+            shadow: false,
+        });
+        if state
+            .logs
+            .try_send(Envelope::new(crate::SERVICE, "default", event))
+            .is_err()
+        {
+            metrics::counter!("flywheel_deployer_prediction_logs_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Publishes queued logs, up to 64 at once, until the queue closes.
+pub(crate) async fn publish(
+    bus: flywheel_bus::Bus,
+    queue: mpsc::Receiver<Envelope>,
+) -> flywheel_runtime::ServiceResult {
+    tokio_stream_from(queue)
+        .for_each_concurrent(64, |envelope| {
+            let bus = bus.clone();
+            async move {
+                if let Err(e) = bus.publish(&envelope).await {
+                    metrics::counter!("flywheel_deployer_prediction_logs_dropped_total")
+                        .increment(1);
+                    tracing::debug!(error = %e, "prediction log not published");
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn tokio_stream_from(mut queue: mpsc::Receiver<Envelope>) -> impl futures::Stream<Item = Envelope> {
+    futures::stream::poll_fn(move |cx| queue.poll_recv(cx))
+}

@@ -1,0 +1,97 @@
+//! The deployer's migrations, recorded in `deployer_migrations`.
+
+use sea_orm::DbErr;
+use sea_orm::sea_query::{ColumnDef, Index, Table};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
+
+use crate::schema::{Aliases, Deployments, Versions};
+
+flywheel_db::migrator!(
+    Migrator,
+    "deployer",
+    [
+        flywheel_db::inbox::CreateInbox::new("deployer"),
+        flywheel_runtime::outbox::CreateOutbox::new("deployer"),
+        CreateDeployments,
+    ]
+);
+
+/// Known versions and deployments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateDeployments;
+
+impl MigrationName for CreateDeployments {
+    fn name(&self) -> &str {
+        "m0002_deployer_create_deployments"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDeployments {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Versions::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Versions::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Versions::Version).integer().not_null())
+                    .col(ColumnDef::new(Versions::PackageUri).text().not_null())
+                    .col(ColumnDef::new(Versions::Flavor).string_len(64).not_null())
+                    .primary_key(Index::create().col(Versions::Model).col(Versions::Version))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Aliases::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Aliases::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Aliases::Alias).string_len(128).not_null())
+                    .col(ColumnDef::new(Aliases::Version).integer().not_null())
+                    .primary_key(Index::create().col(Aliases::Model).col(Aliases::Alias))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deployments::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Deployments::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Deployments::Project)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deployments::Model)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deployments::Alias).string_len(128).null())
+                    .col(ColumnDef::new(Deployments::Version).integer().null())
+                    .col(ColumnDef::new(Deployments::ServingVersion).integer().null())
+                    .col(
+                        ColumnDef::new(Deployments::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deployments::Detail).text().not_null())
+                    .col(
+                        ColumnDef::new(Deployments::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}

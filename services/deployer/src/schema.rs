@@ -1,0 +1,40 @@
+//! The deployer's tables (prefixed `deployer_`).
+
+use sea_orm::DeriveIden;
+
+/// Model versions the deployer has heard of (from `model.version.registered`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Versions {
+    #[sea_orm(iden = "deployer_versions")]
+    Table,
+    Model,
+    Version,
+    PackageUri,
+    Flavor,
+}
+
+/// Deployments: a serving name following a model's alias or pinned to a version.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Deployments {
+    #[sea_orm(iden = "deployer_deployments")]
+    Table,
+    Name,
+    Project,
+    Model,
+    Alias,
+    Version,
+    ServingVersion,
+    Status,
+    Detail,
+    UpdatedAt,
+}
+
+/// Where each model's aliases point (from `model.version.alias_changed`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Aliases {
+    #[sea_orm(iden = "deployer_aliases")]
+    Table,
+    Model,
+    Alias,
+    Version,
+}

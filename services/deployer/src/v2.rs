@@ -1,0 +1,461 @@
+//! The Open Inference Protocol (KServe V2) over REST, and the simple records endpoint.
+//!
+//! Bodies are read as bytes whatever the content type (tritonclient sends none, its aio client
+//! `application/octet-stream`); errors are `{"error": "..."}` with 400, 404 or 503. Tensor data
+//! may be nested or flat; the element count must match the shape. A model's inputs are either
+//! one tensor per input column (`[n]` or `[n, 1]`) or, for all-numeric models, one `[n, k]`
+//! tensor with the columns in signature order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flywheel_model::{InputColumn, Task, Value};
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use crate::error::InferenceError;
+use crate::serving::Loaded;
+use crate::{AppState, DeployerError};
+
+type Reply = std::result::Result<Json<Json_>, InferenceError>;
+
+/// The routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/v1/deployments/{name}/predict", post(predict_records))
+}
+
+async fn server_metadata() -> Json<Json_> {
+    Json(
+        json!({"name": "flywheel-deployer", "version": env!("CARGO_PKG_VERSION"), "extensions": []}),
+    )
+}
+
+async fn server_ready(
+    State(state): State<AppState>,
+) -> std::result::Result<Json<Json_>, InferenceError> {
+    state
+        .bus
+        .check_ready()
+        .await
+        .map_err(|e| DeployerError::NotReady(format!("not ready: {e}")))?;
+    Ok(Json(json!({"ready": true})))
+}
+
+fn loaded(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> std::result::Result<Arc<Loaded>, InferenceError> {
+    let loaded = state
+        .serving
+        .get(name)
+        .ok_or_else(|| DeployerError::NotFound(format!("model {name} not found")))?;
+    if let Some(version) = version
+        && version != loaded.version.to_string()
+    {
+        return Err(DeployerError::NotFound(format!(
+            "version {version} of {name} is not served (serving {})",
+            loaded.version
+        ))
+        .into());
+    }
+    Ok(loaded)
+}
+
+fn metadata(loaded: &Loaded) -> Json_ {
+    let meta = |specs: &[flywheel_events::payloads::TensorSpec]| -> Vec<Json_> {
+        specs
+            .iter()
+            .map(|s| json!({"name": s.name, "datatype": s.datatype, "shape": s.shape}))
+            .collect()
+    };
+    json!({
+        "name": loaded.deployment,
+        "versions": [loaded.version.to_string()],
+        "platform": "flywheel",
+        "inputs": meta(&loaded.signature.inputs),
+        "outputs": meta(&loaded.signature.outputs),
+    })
+}
+
+async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
+    let loaded = loaded(&state, &name, None)?;
+    Ok(Json(metadata(&loaded)))
+}
+
+async fn model_metadata_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Reply {
+    let loaded = loaded(&state, &name, Some(&version))?;
+    Ok(Json(metadata(&loaded)))
+}
+
+async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Reply {
+    loaded(&state, &name, None)?;
+    Ok(Json(json!({"name": name, "ready": true})))
+}
+
+async fn model_ready_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Reply {
+    loaded(&state, &name, Some(&version))?;
+    Ok(Json(json!({"name": name, "ready": true})))
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<RequestInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(Deserialize)]
+struct RequestInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    data: Option<Json_>,
+}
+
+#[derive(Deserialize)]
+struct RequestOutput {
+    name: String,
+}
+
+fn invalid(message: impl Into<String>) -> InferenceError {
+    DeployerError::Invalid(message.into()).into()
+}
+
+fn flatten(value: &Json_, out: &mut Vec<Json_>) {
+    match value {
+        Json_::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+const NUMERIC: [&str; 11] = [
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32",
+    "FP64",
+];
+
+/// One tensor element as a model value, checked against the tensor's datatype.
+fn element(
+    datatype: &str,
+    value: &Json_,
+    input: &str,
+) -> std::result::Result<Value, InferenceError> {
+    match (datatype, value) {
+        ("BYTES", Json_::String(s)) => Ok(Value::Text(s.clone())),
+        ("BOOL", Json_::Bool(b)) => Ok(Value::Number(f64::from(u8::from(*b)))),
+        (dt, Json_::Number(n)) if NUMERIC.contains(&dt) => n
+            .as_f64()
+            .map(Value::Number)
+            .ok_or_else(|| invalid(format!("input {input}: {n} is not a number"))),
+        (dt, Json_::Null) if dt.starts_with("FP") => Ok(Value::Missing),
+        (dt, other) => Err(invalid(format!(
+            "input {input}: {other} is not a {dt} element"
+        ))),
+    }
+}
+
+/// Rows (in input-column order) from the request's tensors.
+fn rows(
+    loaded: &Loaded,
+    inputs: &[RequestInput],
+) -> std::result::Result<Vec<Vec<Value>>, InferenceError> {
+    let columns = &loaded.model.inputs;
+    let tensor =
+        |input: &RequestInput| -> std::result::Result<(Vec<Json_>, Vec<usize>), InferenceError> {
+            if !NUMERIC.contains(&input.datatype.as_str()) && input.datatype != "BYTES" {
+                return Err(invalid(format!(
+                    "input {}: datatype {} is not supported",
+                    input.name, input.datatype
+                )));
+            }
+            let shape: Vec<usize> = input
+                .shape
+                .iter()
+                .map(|d| {
+                    usize::try_from(*d).map_err(|_| {
+                        invalid(format!(
+                            "input {}: negative dimension in {:?}",
+                            input.name, input.shape
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let mut data = Vec::new();
+            flatten(
+                input.data.as_ref().ok_or_else(|| {
+                    invalid(format!(
+                        "input {}: no data (binary tensor data is not supported yet)",
+                        input.name
+                    ))
+                })?,
+                &mut data,
+            );
+            let expected: usize = shape.iter().product();
+            if data.len() != expected {
+                return Err(invalid(format!(
+                    "input {}: shape {:?} holds {expected} elements, data has {}",
+                    input.name,
+                    input.shape,
+                    data.len()
+                )));
+            }
+            Ok((data, shape))
+        };
+    // One [n, k] tensor whose name is not a column: the columns in signature order.
+    if inputs.len() == 1 && !columns.iter().any(|c| c.name() == inputs[0].name) {
+        let input = &inputs[0];
+        let (data, shape) = tensor(input)?;
+        if shape.len() != 2 || shape[1] != columns.len() {
+            return Err(invalid(format!(
+                "input {}: expected shape [n, {}] (columns {:?}) or one tensor per column",
+                input.name,
+                columns.len(),
+                columns.iter().map(InputColumn::name).collect::<Vec<_>>()
+            )));
+        }
+        return data
+            .chunks(columns.len())
+            .map(|row| {
+                row.iter()
+                    .map(|v| element(&input.datatype, v, &input.name))
+                    .collect()
+            })
+            .collect();
+    }
+    let mut by_column = Vec::with_capacity(columns.len());
+    let mut n = None;
+    for column in columns {
+        let input = inputs
+            .iter()
+            .find(|i| i.name == column.name())
+            .ok_or_else(|| invalid(format!("missing input {}", column.name())))?;
+        let (data, shape) = tensor(input)?;
+        if shape.len() > 2 || (shape.len() == 2 && shape[1] != 1) {
+            return Err(invalid(format!(
+                "input {}: expected shape [n] or [n, 1], got {:?}",
+                input.name, input.shape
+            )));
+        }
+        if matches!(column, InputColumn::Numeric { .. }) && input.datatype == "BYTES" {
+            return Err(invalid(format!(
+                "input {}: a numeric input, got BYTES",
+                input.name
+            )));
+        }
+        if *n.get_or_insert(data.len()) != data.len() {
+            return Err(invalid("inputs disagree on the batch size"));
+        }
+        by_column.push(
+            data.iter()
+                .map(|v| element(&input.datatype, v, &input.name))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    if let Some(extra) = inputs
+        .iter()
+        .find(|i| !columns.iter().any(|c| c.name() == i.name))
+    {
+        return Err(invalid(format!("unknown input {}", extra.name)));
+    }
+    let n = n.unwrap_or(0);
+    Ok((0..n)
+        .map(|r| by_column.iter().map(|c| c[r].clone()).collect())
+        .collect())
+}
+
+/// Predictions as output tensors.
+fn outputs(loaded: &Loaded, predictions: &[flywheel_model::Prediction]) -> Vec<Json_> {
+    let n = predictions.len();
+    let prediction = match &loaded.model.task {
+        Task::Classification { .. } => {
+            json!({"name": "prediction", "datatype": "BYTES", "shape": [n],
+            "data": predictions.iter().map(|p| p.label.clone().unwrap_or_default()).collect::<Vec<_>>()})
+        }
+        Task::Regression => json!({"name": "prediction", "datatype": "FP64", "shape": [n],
+            "data": predictions.iter().map(|p| p.value).collect::<Vec<_>>()}),
+        Task::Clustering => json!({"name": "prediction", "datatype": "INT64", "shape": [n],
+            "data": predictions.iter().map(|p| p.value as i64).collect::<Vec<_>>()}),
+    };
+    let mut out = vec![prediction];
+    if let Task::Classification { classes } = &loaded.model.task {
+        out.push(
+            json!({"name": "probabilities", "datatype": "FP64", "shape": [n, classes.len()],
+            "data": predictions.iter().flat_map(|p| p.probabilities.clone()).collect::<Vec<_>>()}),
+        );
+    }
+    out
+}
+
+async fn run_infer(
+    state: AppState,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let loaded = loaded(&state, &name, version.as_deref())?;
+    if headers.contains_key("inference-header-content-length") {
+        return Err(invalid(
+            "binary tensor data is not supported yet; send JSON tensors (binary_data=False)",
+        ));
+    }
+    let request: InferRequest = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("invalid inference request: {e}")))?;
+    let rows = rows(&loaded, &request.inputs)?;
+    let predictions: Vec<flywheel_model::Prediction> = rows
+        .iter()
+        .map(|row| loaded.model.predict(row))
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut tensors = outputs(&loaded, &predictions);
+    if let Some(wanted) = &request.outputs {
+        for w in wanted {
+            if !tensors.iter().any(|t| t["name"] == w.name.as_str()) {
+                return Err(invalid(format!("unknown output {}", w.name)));
+            }
+        }
+        tensors.retain(|t| wanted.iter().any(|w| t["name"] == w.name.as_str()));
+    }
+    let id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    crate::logs::log(&state, &loaded, &id, &rows, &predictions, started.elapsed());
+    Ok(Json(json!({
+        "model_name": loaded.deployment,
+        "model_version": loaded.version.to_string(),
+        "id": id,
+        "outputs": tensors,
+    })))
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    run_infer(state, name, None, headers, body).await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    run_infer(state, name, Some(version), headers, body).await
+}
+
+/// `POST /v1/deployments/{name}/predict` with `[{"feature": value, ...}, ...]` (or
+/// `{"instances": [...]}`).
+async fn predict_records(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let loaded = loaded(&state, &name, None)?;
+    let parsed: Json_ =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let records = match parsed {
+        Json_::Array(items) => items,
+        Json_::Object(mut o) => match o.remove("instances") {
+            Some(Json_::Array(items)) => items,
+            _ => {
+                return Err(invalid(
+                    "expected a list of records or {\"instances\": [...]}",
+                ));
+            }
+        },
+        _ => return Err(invalid("expected a list of records")),
+    };
+    let mut rows = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let object = record
+            .as_object()
+            .ok_or_else(|| invalid(format!("record {i} is not an object")))?;
+        let row = loaded
+            .model
+            .inputs
+            .iter()
+            .map(|column| match object.get(column.name()) {
+                None | Some(Json_::Null) => Value::Missing,
+                Some(Json_::Number(n)) => n.as_f64().map_or(Value::Missing, Value::Number),
+                Some(Json_::Bool(b)) => Value::Number(f64::from(u8::from(*b))),
+                Some(Json_::String(s)) => Value::Text(s.clone()),
+                Some(other) => Value::Text(other.to_string()),
+            })
+            .collect::<Vec<_>>();
+        rows.push(row);
+    }
+    let predictions: Vec<flywheel_model::Prediction> = rows
+        .iter()
+        .map(|row| loaded.model.predict(row))
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    crate::logs::log(&state, &loaded, &id, &rows, &predictions, started.elapsed());
+    let classes = match &loaded.model.task {
+        Task::Classification { classes } => Some(classes),
+        _ => None,
+    };
+    let answers: Vec<Json_> = predictions
+        .iter()
+        .map(|p| match (classes, &p.label) {
+            (Some(classes), Some(label)) => {
+                let probabilities: BTreeMap<&String, f64> = classes
+                    .iter()
+                    .zip(p.probabilities.iter().copied())
+                    .collect();
+                json!({"prediction": label, "probabilities": probabilities})
+            }
+            _ => json!({"prediction": p.value}),
+        })
+        .collect();
+    Ok(Json(json!({
+        "deployment": loaded.deployment,
+        "model": loaded.model_name,
+        "version": loaded.version,
+        "id": id,
+        "predictions": answers,
+    })))
+}

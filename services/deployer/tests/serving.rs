@@ -1,0 +1,369 @@
+//! The deployer serving a built-in model over the Open Inference Protocol and the records
+//! endpoint, on real NATS, SQLite and S3: deployments follow alias events, answers equal the
+//! model's own predictions, bad requests get `{"error"}`, a corrupt package never serves, every
+//! prediction is logged, and a restart serves again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use flywheel_artifacts::ArtifactStore;
+use flywheel_artifacts::package::{self, Manifest, PackageLineage};
+use flywheel_bus::{Bus, StreamKind};
+use flywheel_events::payloads::{Lineage, ModelVersionAliasChanged, ModelVersionRegistered};
+use flywheel_events::{Envelope, Event};
+use flywheel_runtime::ServiceSettings;
+use flywheel_testkit::service::InProcess;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> flywheel_data::Table {
+    let path = format!(
+        "{}/../../crates/train/tests/reference/{name}.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).expect("fixture");
+    flywheel_data::read(bytes.into(), flywheel_data::Format::Csv).expect("csv")
+}
+
+async fn registered(
+    bus: &Bus,
+    store: &ArtifactStore,
+    trained: &flywheel_train::Trained,
+    version: u32,
+) -> anyhow::Result<String> {
+    let files = vec![("model.json".to_owned(), Bytes::from(trained.model_bytes()))];
+    let manifest = Manifest::describe(
+        "flywheel",
+        "model.json",
+        trained.signature.clone(),
+        trained.metrics.clone(),
+        PackageLineage {
+            trainer: "builtin:logistic_regression".into(),
+            seed: 42,
+            ..PackageLineage::default()
+        },
+        &files,
+    )?;
+    let stored = package::upload(store, &manifest, &files).await?;
+    bus.publish(&Envelope::new(
+        "registry",
+        "default",
+        Event::ModelVersionRegistered(ModelVersionRegistered {
+            model: "churn".into(),
+            version,
+            package_uri: stored.uri.clone(),
+            flavor: "flywheel".into(),
+            metrics: trained.metrics.clone(),
+            signature: trained.signature.clone(),
+            lineage: Lineage::default(),
+        }),
+    ))
+    .await?;
+    Ok(stored.uri)
+}
+
+async fn alias(bus: &Bus, version: u32) -> anyhow::Result<()> {
+    bus.publish(&Envelope::new(
+        "registry",
+        "default",
+        Event::ModelVersionAliasChanged(ModelVersionAliasChanged {
+            model: "churn".into(),
+            alias: "production".into(),
+            version: Some(version),
+            previous_version: None,
+            changed_by: "test".into(),
+        }),
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn wait_for(
+    what: &str,
+    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let prefix = flywheel_testkit::unique_name();
+    let mut settings = ServiceSettings::defaults_for("deployer", 0);
+    settings.bus = flywheel_testkit::bus_config(&prefix);
+    settings.db = flywheel_testkit::fresh_sqlite(dir.path());
+    settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
+    settings.http.shutdown_grace_secs = 2;
+    let store = ArtifactStore::from_config(&settings.artifacts)?;
+    let deployer = InProcess::start(settings.clone(), flywheel_deployer::run).await?;
+    let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+    let http = reqwest::Client::new();
+
+    // The deployment exists before the model does: it waits.
+    let put: Value = http
+        .put(deployer.url("/api/v1/deployments/churn-prod"))
+        .json(&json!({"model": "churn", "alias": "production"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(put["status"], "waiting", "{put}");
+    let not_yet = http
+        .get(deployer.url("/v2/models/churn-prod/ready"))
+        .send()
+        .await?;
+    assert_eq!(not_yet.status(), 404);
+    assert!(not_yet.json::<Value>().await?["error"].as_str().is_some());
+
+    let train = fixture("binary_train");
+    let trained = flywheel_train::train(
+        &train,
+        "logistic_regression",
+        &serde_json::from_value(json!({"target": "label"}))?,
+        &mut |_, _| {},
+    )?;
+    registered(&bus, &store, &trained, 1).await?;
+    alias(&bus, 1).await?;
+    wait_for("the deployment to serve", async || {
+        Ok(http
+            .get(deployer.url("/v2/models/churn-prod/ready"))
+            .send()
+            .await?
+            .status()
+            == 200)
+    })
+    .await?;
+
+    let meta: Value = http
+        .get(deployer.url("/v2/models/churn-prod"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(meta["versions"], json!(["1"]));
+    let names: Vec<&str> = meta["inputs"]
+        .as_array()
+        .context("inputs")?
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["f0", "f1", "f2", "f3", "f4", "f5"]);
+    assert_eq!(
+        http.get(deployer.url("/v2/models/churn-prod/versions/1/ready"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(deployer.url("/v2/models/churn-prod/versions/7/ready"))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(deployer.url("/v2/health/live"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(deployer.url("/v2/health/ready"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+
+    // Five test rows, one tensor per column, no Content-Type (as tritonclient sends).
+    let test = fixture("binary_test");
+    let columns: Vec<Vec<f64>> = (0..6)
+        .map(|c| {
+            test.f64_column(&format!("f{c}"))
+                .map(|v| v.into_iter().take(5).map(|x| x.unwrap_or(0.0)).collect())
+        })
+        .collect::<Result<_, _>>()?;
+    let inputs: Vec<Value> = (0..6)
+        .map(|c| json!({"name": format!("f{c}"), "shape": [5], "datatype": "FP64", "data": columns[c]}))
+        .collect();
+    let body = serde_json::to_vec(&json!({"id": "req-42", "inputs": inputs}))?;
+    let answer: Value = http
+        .post(deployer.url("/v2/models/churn-prod/infer"))
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["id"], "req-42");
+    assert_eq!(answer["model_version"], "1");
+    let expected: Vec<flywheel_model::Prediction> = (0..5)
+        .map(|r| {
+            let row: Vec<flywheel_model::Value> = (0..6)
+                .map(|c| flywheel_model::Value::Number(columns[c][r]))
+                .collect();
+            trained.model.predict(&row)
+        })
+        .collect::<Result<_, _>>()?;
+    let labels: Vec<String> = expected
+        .iter()
+        .map(|p| p.label.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(answer["outputs"][0]["name"], "prediction");
+    assert_eq!(answer["outputs"][0]["data"], json!(labels));
+    let probabilities: Vec<f64> = expected
+        .iter()
+        .flat_map(|p| p.probabilities.clone())
+        .collect();
+    assert_eq!(answer["outputs"][1]["shape"], json!([5, 2]));
+    assert_eq!(answer["outputs"][1]["data"], json!(probabilities));
+
+    // One [n, k] FP32 matrix, nested data, only the probabilities asked for.
+    let matrix: Vec<Vec<f32>> = (0..5)
+        .map(|r| (0..6).map(|c| columns[c][r] as f32).collect())
+        .collect();
+    let answer: Value = http
+        .post(deployer.url("/v2/models/churn-prod/versions/1/infer"))
+        .header("Content-Type", "application/octet-stream")
+        .json(&json!({"inputs": [{"name": "X", "shape": [5, 6], "datatype": "FP32", "data": matrix}], "outputs": [{"name": "prediction"}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["outputs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        json!(labels),
+        "FP32 rounding does not flip these labels"
+    );
+
+    // Records.
+    let records: Vec<Value> = (0..2)
+        .map(|r| json!({"f0": columns[0][r], "f1": columns[1][r], "f2": columns[2][r], "f3": columns[3][r], "f4": columns[4][r], "f5": columns[5][r]}))
+        .collect();
+    let answer: Value = http
+        .post(deployer.url("/v1/deployments/churn-prod/predict"))
+        .json(&records)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["predictions"][0]["prediction"], json!(labels[0]));
+    assert_eq!(answer["version"], 1);
+
+    // Bad requests: {"error": ...} with 4xx.
+    for (path, body, status, needle) in [
+        (
+            "/v2/models/nope/infer",
+            json!({"inputs": []}),
+            404,
+            "not found",
+        ),
+        (
+            "/v2/models/churn-prod/infer",
+            json!({"inputs": [{"name": "X", "shape": [2, 6], "datatype": "FP64", "data": [1, 2, 3]}]}),
+            400,
+            "holds 12 elements",
+        ),
+        (
+            "/v2/models/churn-prod/infer",
+            json!({"inputs": [{"name": "f0", "shape": [1], "datatype": "FP64", "data": [1]}]}),
+            400,
+            "missing input f1",
+        ),
+        (
+            "/v2/models/churn-prod/infer",
+            json!({"inputs": [{"name": "X", "shape": [1, 6], "datatype": "FP64", "data": ["a", 1, 2, 3, 4, 5]}]}),
+            400,
+            "not a FP64 element",
+        ),
+        (
+            "/v2/models/churn-prod/infer",
+            json!("not a request"),
+            400,
+            "invalid inference request",
+        ),
+    ] {
+        let response = http.post(deployer.url(path)).json(&body).send().await?;
+        assert_eq!(response.status(), status, "{path} {body}");
+        let error: Value = response.json().await?;
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{error}"
+        );
+    }
+
+    // Every answered row is logged on the PREDICTIONS stream.
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Predictions))
+        .await?;
+    let mut stream = stream;
+    wait_for("12 prediction logs", async || {
+        Ok(stream.info().await?.state.messages >= 12)
+    })
+    .await?;
+
+    // A corrupt version 2 (a file that does not match its manifest) never serves; version 1 stays.
+    let uri = registered(
+        &bus,
+        &store,
+        &flywheel_train::train(
+            &train,
+            "logistic_regression",
+            &serde_json::from_value(json!({"target": "label", "alpha": 5.0}))?,
+            &mut |_, _| {},
+        )?,
+        2,
+    )
+    .await?;
+    let key = store.key_of(&uri).context("key")?.to_owned();
+    store
+        .put(
+            &format!("{key}/model.json"),
+            Bytes::from_static(b"{\"tampered\": true}"),
+        )
+        .await?;
+    alias(&bus, 2).await?;
+    wait_for("the failed load to be recorded", async || {
+        let d: Value = http
+            .get(deployer.url("/api/v1/deployments/churn-prod"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(d["detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("corrupted")))
+    })
+    .await?;
+    let meta: Value = http
+        .get(deployer.url("/v2/models/churn-prod"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(meta["versions"], json!(["1"]), "still serving version 1");
+
+    // After a restart it serves again.
+    deployer.stop().await?;
+    let deployer = InProcess::start(settings, flywheel_deployer::run).await?;
+    assert_eq!(
+        http.get(deployer.url("/v2/models/churn-prod/ready"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok(())
+}
