@@ -3,9 +3,10 @@
 //! deployer learns packages and alias moves from the registry's events, fetches and verifies a
 //! package before it serves, keeps serving the previous version when a load fails, and logs
 //! every prediction to the PREDICTIONS stream. This is the first slice of the deployer issue:
-//! built-in (`flywheel`) models, JSON tensors, direct rollouts.
+//! built-in (`flywheel`) models, JSON and binary tensors, direct rollouts.
 
 mod api;
+mod binary;
 mod catalog;
 mod deployments;
 mod error;

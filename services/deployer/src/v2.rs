@@ -4,7 +4,8 @@
 //! `application/octet-stream`); errors are `{"error": "..."}` with 400, 404 or 503. Tensor data
 //! may be nested or flat; the element count must match the shape. A model's inputs are either
 //! one tensor per input column (`[n]` or `[n, 1]`) or, for all-numeric models, one `[n, k]`
-//! tensor with the columns in signature order.
+//! tensor with the columns in signature order. Inputs may come as binary tensors (see
+//! `binary.rs`); answers are JSON, which tritonclient reads whatever it asked for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,7 +148,66 @@ struct RequestInput {
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
+    parameters: Option<serde_json::Map<String, Json_>>,
+    #[serde(default)]
     data: Option<Json_>,
+}
+
+/// Parses a request, JSON or JSON header + binary tensors.
+fn parse_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> std::result::Result<InferRequest, InferenceError> {
+    let header_length = headers
+        .get("inference-header-content-length")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| invalid("Inference-Header-Content-Length must be a number"))
+        })
+        .transpose()?;
+    let Some(length) = header_length else {
+        return serde_json::from_slice(body)
+            .map_err(|e| invalid(format!("invalid inference request: {e}")));
+    };
+    if length > body.len() {
+        return Err(invalid(format!(
+            "Inference-Header-Content-Length {length} exceeds the body ({} bytes)",
+            body.len()
+        )));
+    }
+    let (header, mut tail) = body.split_at(length);
+    let mut request: InferRequest = serde_json::from_slice(header)
+        .map_err(|e| invalid(format!("invalid inference request: {e}")))?;
+    for input in &mut request.inputs {
+        let size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+            .and_then(Json_::as_u64);
+        let Some(size) = size else { continue };
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > tail.len() {
+            return Err(invalid(format!(
+                "input {}: binary_data_size {size} exceeds the {} bytes left",
+                input.name,
+                tail.len()
+            )));
+        }
+        let (bytes, rest) = tail.split_at(size);
+        tail = rest;
+        let elements =
+            crate::binary::decode(&input.datatype, bytes, &input.name).map_err(invalid)?;
+        input.data = Some(Json_::Array(elements));
+    }
+    if !tail.is_empty() {
+        return Err(invalid(format!(
+            "{} bytes of binary data belong to no input",
+            tail.len()
+        )));
+    }
+    Ok(request)
 }
 
 #[derive(Deserialize)]
@@ -219,12 +279,10 @@ fn rows(
                 .collect::<Result<_, _>>()?;
             let mut data = Vec::new();
             flatten(
-                input.data.as_ref().ok_or_else(|| {
-                    invalid(format!(
-                        "input {}: no data (binary tensor data is not supported yet)",
-                        input.name
-                    ))
-                })?,
+                input
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| invalid(format!("input {}: no data", input.name)))?,
                 &mut data,
             );
             let expected: usize = shape.iter().product();
@@ -332,13 +390,8 @@ async fn run_infer(
 ) -> Reply {
     let started = Instant::now();
     let loaded = loaded(&state, &name, version.as_deref())?;
-    if headers.contains_key("inference-header-content-length") {
-        return Err(invalid(
-            "binary tensor data is not supported yet; send JSON tensors (binary_data=False)",
-        ));
-    }
-    let request: InferRequest = serde_json::from_slice(&body)
-        .map_err(|e| invalid(format!("invalid inference request: {e}")))?;
+    // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
+    let request = parse_request(&headers, &body)?;
     let rows = rows(&loaded, &request.inputs)?;
     let predictions: Vec<flywheel_model::Prediction> = rows
         .iter()

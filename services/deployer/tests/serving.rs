@@ -245,6 +245,40 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
         "FP32 rounding does not flip these labels"
     );
 
+    // tritonclient's default: a binary FP32 tensor after a JSON header, binary output asked
+    // for, no Content-Type; the answer is JSON, which tritonclient reads.
+    let header = serde_json::to_vec(&json!({
+        "inputs": [{"name": "X", "shape": [5, 6], "datatype": "FP32", "parameters": {"binary_data_size": 120}}],
+        "parameters": {"binary_data_output": true},
+    }))?;
+    let mut body = header.clone();
+    for row in &matrix {
+        for value in row {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    let answer: Value = http
+        .post(deployer.url("/v2/models/churn-prod/infer"))
+        .header("Inference-Header-Content-Length", header.len().to_string())
+        .body(body.clone())
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["outputs"][0]["data"], json!(labels), "{answer}");
+    let short = http
+        .post(deployer.url("/v2/models/churn-prod/infer"))
+        .header("Inference-Header-Content-Length", header.len().to_string())
+        .body(body[..body.len() - 4].to_vec())
+        .send()
+        .await?;
+    assert_eq!(short.status(), 400);
+    assert!(
+        short.json::<Value>().await?["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("binary_data_size 120 exceeds"))
+    );
+
     // Records.
     let records: Vec<Value> = (0..2)
         .map(|r| json!({"f0": columns[0][r], "f1": columns[1][r], "f2": columns[2][r], "f3": columns[3][r], "f4": columns[4][r], "f5": columns[5][r]}))

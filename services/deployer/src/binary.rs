@@ -1,0 +1,122 @@
+//! The binary tensor data extension (Triton's, which the stock `tritonclient` uses by default):
+//! the body is a JSON header of `Inference-Header-Content-Length` bytes followed by the raw
+//! tensors, in input order, each `parameters.binary_data_size` bytes, little-endian and
+//! row-major; BOOL is one byte, a BYTES element is a 4-byte length then the bytes.
+
+use serde_json::Value;
+
+/// Decodes one binary tensor into JSON elements (numbers, booleans or strings).
+pub(crate) fn decode(datatype: &str, bytes: &[u8], name: &str) -> Result<Vec<Value>, String> {
+    fn fixed<const N: usize>(
+        bytes: &[u8],
+        name: &str,
+        datatype: &str,
+        f: impl Fn([u8; N]) -> Value,
+    ) -> Result<Vec<Value>, String> {
+        if bytes.len() % N != 0 {
+            return Err(format!(
+                "input {name}: {} bytes is not a whole number of {datatype} elements",
+                bytes.len()
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|chunk| {
+                let mut array = [0u8; N];
+                array.copy_from_slice(chunk);
+                f(array)
+            })
+            .collect())
+    }
+    match datatype {
+        "BOOL" => Ok(bytes.iter().map(|b| Value::Bool(*b != 0)).collect()),
+        "UINT8" => Ok(bytes.iter().map(|b| Value::from(*b)).collect()),
+        "INT8" => Ok(bytes
+            .iter()
+            .map(|b| Value::from(i8::from_le_bytes([*b])))
+            .collect()),
+        "UINT16" => fixed::<2>(bytes, name, datatype, |b| {
+            Value::from(u16::from_le_bytes(b))
+        }),
+        "INT16" => fixed::<2>(bytes, name, datatype, |b| {
+            Value::from(i16::from_le_bytes(b))
+        }),
+        "UINT32" => fixed::<4>(bytes, name, datatype, |b| {
+            Value::from(u32::from_le_bytes(b))
+        }),
+        "INT32" => fixed::<4>(bytes, name, datatype, |b| {
+            Value::from(i32::from_le_bytes(b))
+        }),
+        "UINT64" => fixed::<8>(bytes, name, datatype, |b| {
+            Value::from(u64::from_le_bytes(b))
+        }),
+        "INT64" => fixed::<8>(bytes, name, datatype, |b| {
+            Value::from(i64::from_le_bytes(b))
+        }),
+        "FP32" => fixed::<4>(bytes, name, datatype, |b| {
+            serde_json::Number::from_f64(f64::from(f32::from_le_bytes(b)))
+                .map_or(Value::Null, Value::Number)
+        }),
+        "FP64" => fixed::<8>(bytes, name, datatype, |b| {
+            serde_json::Number::from_f64(f64::from_le_bytes(b)).map_or(Value::Null, Value::Number)
+        }),
+        "BYTES" => {
+            let mut out = Vec::new();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                if rest.len() < 4 {
+                    return Err(format!("input {name}: truncated BYTES element length"));
+                }
+                let (head, tail) = rest.split_at(4);
+                let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                if tail.len() < len {
+                    return Err(format!(
+                        "input {name}: BYTES element of {len} bytes is truncated"
+                    ));
+                }
+                let (element, tail) = tail.split_at(len);
+                out.push(Value::String(String::from_utf8_lossy(element).into_owned()));
+                rest = tail;
+            }
+            Ok(out)
+        }
+        other => Err(format!(
+            "input {name}: datatype {other} is not supported in binary form"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_little_endian_tensors() {
+        let fp32: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            decode("FP32", &fp32, "x"),
+            Ok(vec![Value::from(1.5), Value::from(-2.0)])
+        );
+        let int64: Vec<u8> = [7i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            decode("INT64", &int64, "x"),
+            Ok(vec![Value::from(7), Value::from(-1)])
+        );
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"hi");
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode("BYTES", &bytes, "x"),
+            Ok(vec![Value::from("hi"), Value::from("")])
+        );
+        assert!(decode("FP64", &[0u8; 7], "x").is_err());
+        assert!(decode("BYTES", &[5, 0, 0, 0, b'a'], "x").is_err());
+        assert_eq!(
+            decode("BOOL", &[0, 1], "x"),
+            Ok(vec![Value::Bool(false), Value::Bool(true)])
+        );
+    }
+}
