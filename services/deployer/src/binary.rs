@@ -13,7 +13,7 @@ pub(crate) fn decode(datatype: &str, bytes: &[u8], name: &str) -> Result<Vec<Val
         datatype: &str,
         f: impl Fn([u8; N]) -> Value,
     ) -> Result<Vec<Value>, String> {
-        if bytes.len() % N != 0 {
+        if !bytes.len().is_multiple_of(N) {
             return Err(format!(
                 "input {name}: {} bytes is not a whole number of {datatype} elements",
                 bytes.len()
