@@ -279,6 +279,29 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
             .is_some_and(|e| e.contains("binary_data_size 120 exceeds"))
     );
 
+    // The stock tritonclient, defaults and JSON.
+    let python = std::env::var("FLYWHEEL_TEST_PYTHON").context(
+        "FLYWHEEL_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs tritonclient",
+    )?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tritonclient_check.py");
+    let host = deployer.base.trim_start_matches("http://").to_owned();
+    let (rows_json, labels_json) = (
+        serde_json::to_string(&matrix)?,
+        serde_json::to_string(&labels)?,
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args([script, &host, "churn-prod", &rows_json, &labels_json])
+            .output()
+    })
+    .await??;
+    assert!(
+        output.status.success(),
+        "tritonclient check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // Records.
     let records: Vec<Value> = (0..2)
         .map(|r| json!({"f0": columns[0][r], "f1": columns[1][r], "f2": columns[2][r], "f3": columns[3][r], "f4": columns[4][r], "f5": columns[5][r]}))
