@@ -2,7 +2,7 @@
 //! to a version. Activating one resolves the version, loads its package and swaps it in;
 //! `deployment.rolled_out` or `deployment.failed` says how it went.
 
-use flywheel_events::payloads::{DeploymentFailed, DeploymentRolledOut};
+use flywheel_events::payloads::{DeploymentFailed, DeploymentRolledOut, RolloutStrategy};
 use flywheel_events::{Envelope, Event};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
@@ -26,6 +26,10 @@ pub struct Deployment {
     pub version: Option<i32>,
     /// Version it last served successfully (what it falls back to when a load fails).
     pub serving_version: Option<i32>,
+    /// How new versions replace the serving one.
+    pub strategy: RolloutStrategy,
+    /// What a new version must hold to during a rollout.
+    pub slo: Slo,
     /// `waiting`, `serving` or `failed`.
     pub status: String,
     /// Why it is in that state.
@@ -48,6 +52,48 @@ pub struct DeploymentSpec {
     /// Project (default `default`).
     #[serde(default)]
     pub project: Option<String>,
+    /// How new versions replace the serving one (default: direct).
+    #[serde(default = "direct")]
+    pub strategy: RolloutStrategy,
+    /// What a new version must hold to during a rollout.
+    #[serde(default)]
+    pub slo: Slo,
+}
+
+fn direct() -> RolloutStrategy {
+    RolloutStrategy::Direct
+}
+
+/// Service levels a rolling-out version must keep; breaking one rolls it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    /// Largest share of requests failing on the server side.
+    #[serde(default = "default_error_rate")]
+    pub max_error_rate: f64,
+    /// Largest 99th-percentile latency, milliseconds (none: unchecked).
+    #[serde(default)]
+    pub max_p99_latency_ms: Option<f64>,
+    /// Requests a step needs before it is judged; fewer pass.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_error_rate() -> f64 {
+    0.01
+}
+
+fn default_min_requests() -> u64 {
+    10
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Self {
+            max_error_rate: default_error_rate(),
+            max_p99_latency_ms: None,
+            min_requests: default_min_requests(),
+        }
+    }
 }
 
 fn from_row(row: &QueryResult) -> Result<Deployment> {
@@ -58,6 +104,9 @@ fn from_row(row: &QueryResult) -> Result<Deployment> {
         alias: row.try_get("", "alias")?,
         version: row.try_get("", "version")?,
         serving_version: row.try_get("", "serving_version")?,
+        strategy: serde_json::from_str(&row.try_get::<String>("", "strategy")?)
+            .unwrap_or(RolloutStrategy::Direct),
+        slo: serde_json::from_str(&row.try_get::<String>("", "slo")?).unwrap_or_default(),
         status: row.try_get("", "status")?,
         detail: row.try_get("", "detail")?,
         updated_at: row.try_get("", "updated_at")?,
@@ -73,6 +122,8 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             Deployments::Alias,
             Deployments::Version,
             Deployments::ServingVersion,
+            Deployments::Strategy,
+            Deployments::Slo,
             Deployments::Status,
             Deployments::Detail,
             Deployments::UpdatedAt,
@@ -135,6 +186,11 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
         ));
     }
     let version = spec.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    crate::rollouts::validate(&spec.strategy, &spec.slo)?;
+    let strategy =
+        serde_json::to_string(&spec.strategy).map_err(|e| DeployerError::Invalid(e.to_string()))?;
+    let slo =
+        serde_json::to_string(&spec.slo).map_err(|e| DeployerError::Invalid(e.to_string()))?;
     state
         .db
         .execute(
@@ -146,6 +202,8 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                     Deployments::Model,
                     Deployments::Alias,
                     Deployments::Version,
+                    Deployments::Strategy,
+                    Deployments::Slo,
                     Deployments::Status,
                     Deployments::Detail,
                     Deployments::UpdatedAt,
@@ -156,6 +214,8 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                     spec.model.clone().into(),
                     spec.alias.clone().into(),
                     version.into(),
+                    strategy.into(),
+                    slo.into(),
                     "waiting".into(),
                     String::new().into(),
                     crate::now_millis().into(),
@@ -168,6 +228,8 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                             Deployments::Model,
                             Deployments::Alias,
                             Deployments::Version,
+                            Deployments::Strategy,
+                            Deployments::Slo,
                             Deployments::Status,
                             Deployments::Detail,
                             Deployments::UpdatedAt,
@@ -177,7 +239,16 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                 .to_owned(),
         )
         .await?;
-    state.serving.remove(name);
+    // Another model: stop serving the old one now. The same model keeps serving while the
+    // new settings take effect.
+    if state
+        .serving
+        .get(name)
+        .is_some_and(|loaded| loaded.model_name != spec.model)
+    {
+        crate::rollouts::cancel(state, name);
+        state.serving.remove(name);
+    }
     activate(state, name).await?;
     get(&state.db, name).await
 }
@@ -281,7 +352,44 @@ async fn set_state(
     Ok(())
 }
 
-/// Resolves a deployment's version and serves it, unless it already does.
+/// Records that `version` serves now (what a restart falls back to).
+pub(crate) async fn served(state: &AppState, name: &str, version: i32) -> Result<()> {
+    state
+        .db
+        .execute(
+            &Query::update()
+                .table(Deployments::Table)
+                .value(Deployments::ServingVersion, version)
+                .and_where(Expr::col(Deployments::Name).eq(name))
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Announces a deployment event and sets status and detail, in one transaction.
+pub(crate) async fn announce(
+    state: &AppState,
+    deployment: &Deployment,
+    status: &str,
+    detail: &str,
+    event: Event,
+) -> Result<()> {
+    set_state(
+        state,
+        &deployment.name,
+        None,
+        status,
+        detail,
+        Some(event),
+        &deployment.project,
+    )
+    .await
+}
+
+/// Resolves a deployment's version and serves it, unless it already does: the first version
+/// directly, later ones by the deployment's rollout strategy. After a restart the last version
+/// that served is loaded first, so a failing new version never leaves the deployment empty.
 pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
     let deployment = get(&state.db, name).await?;
     let version = match (&deployment.alias, deployment.version) {
@@ -306,10 +414,31 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
         .await;
     };
     let wanted = u32::try_from(version).unwrap_or(0);
+    if state.serving.get(name).is_none()
+        && let Some(good) = deployment.serving_version.filter(|v| *v != version)
+        && let Some(package) = package_of(&state.db, &deployment.model, good).await?
+    {
+        let good_version = u32::try_from(good).unwrap_or(0);
+        match crate::serving::load(
+            &state.artifacts,
+            name,
+            &deployment.model,
+            good_version,
+            &package,
+        )
+        .await
+        {
+            Ok(loaded) => state.serving.put(loaded),
+            Err(e) => {
+                tracing::warn!(deployment = name, error = %e, "the last good version does not load")
+            }
+        }
+    }
     if let Some(current) = state.serving.get(name)
         && current.version == wanted
         && current.model_name == deployment.model
     {
+        crate::rollouts::cancel(state, name);
         return Ok(());
     }
     let Some(package) = package_of(&state.db, &deployment.model, version).await? else {
@@ -328,60 +457,18 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
         )
         .await;
     };
-    match crate::serving::load(&state.artifacts, name, &deployment.model, wanted, &package).await {
-        Ok(loaded) => {
-            state.serving.put(loaded);
-            state
-                .db
-                .execute(
-                    &Query::update()
-                        .table(Deployments::Table)
-                        .value(Deployments::ServingVersion, version)
-                        .and_where(Expr::col(Deployments::Name).eq(name))
-                        .to_owned(),
-                )
-                .await?;
-            tracing::info!(deployment = name, model = %deployment.model, version, "serving");
-            let event = Event::DeploymentRolledOut(DeploymentRolledOut {
-                deployment: name.to_owned(),
-                rollout_id: format!("{name}-v{version}"),
-                model: deployment.model.clone(),
-                version: wanted,
-            });
-            set_state(
-                state,
-                name,
-                Some(version),
-                "serving",
-                "",
-                Some(event),
-                &deployment.project,
-            )
-            .await
-        }
+    let loaded = match crate::serving::load(
+        &state.artifacts,
+        name,
+        &deployment.model,
+        wanted,
+        &package,
+    )
+    .await
+    {
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!(deployment = name, error = %e, "cannot load; the deployment keeps what it served");
-            // After a restart nothing is in memory: go back to the last version that served.
-            if state.serving.get(name).is_none()
-                && let Some(good) = deployment.serving_version.filter(|v| *v != version)
-                && let Some(package) = package_of(&state.db, &deployment.model, good).await?
-            {
-                let good_version = u32::try_from(good).unwrap_or(0);
-                match crate::serving::load(
-                    &state.artifacts,
-                    name,
-                    &deployment.model,
-                    good_version,
-                    &package,
-                )
-                .await
-                {
-                    Ok(loaded) => state.serving.put(loaded),
-                    Err(again) => {
-                        tracing::warn!(deployment = name, error = %again, "the last good version does not load either")
-                    }
-                }
-            }
             let event = Event::DeploymentFailed(DeploymentFailed {
                 deployment: name.to_owned(),
                 rollout_id: None,
@@ -392,7 +479,7 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
             } else {
                 "failed"
             };
-            set_state(
+            return set_state(
                 state,
                 name,
                 None,
@@ -401,7 +488,37 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
                 Some(event),
                 &deployment.project,
             )
-            .await
+            .await;
+        }
+    };
+    set_state(
+        state,
+        name,
+        Some(version),
+        "serving",
+        "",
+        None,
+        &deployment.project,
+    )
+    .await?;
+    let previous = state.serving.get(name);
+    match (&deployment.strategy, previous) {
+        (RolloutStrategy::Direct, _) | (_, None) => {
+            crate::rollouts::cancel(state, name);
+            state.serving.put(loaded);
+            served(state, name, version).await?;
+            tracing::info!(deployment = name, model = %deployment.model, version, "serving");
+            let event = Event::DeploymentRolledOut(DeploymentRolledOut {
+                deployment: name.to_owned(),
+                rollout_id: format!("{name}-v{version}"),
+                model: deployment.model.clone(),
+                version: wanted,
+            });
+            announce(state, &deployment, "serving", "", event).await
+        }
+        (_, Some(previous)) => {
+            crate::rollouts::start(state, deployment, previous.version, loaded);
+            Ok(())
         }
     }
 }

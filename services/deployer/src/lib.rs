@@ -3,7 +3,8 @@
 //! deployer learns packages and alias moves from the registry's events, fetches and verifies a
 //! package before it serves, keeps serving the previous version when a load fails, and logs
 //! every prediction to the PREDICTIONS stream. This is the first slice of the deployer issue:
-//! built-in (`flywheel`) models, JSON and binary tensors, direct rollouts.
+//! built-in (`flywheel`) models, JSON and binary tensors, direct, canary, shadow and blue-green
+//! rollouts judged against an SLO.
 
 mod api;
 mod binary;
@@ -12,6 +13,7 @@ mod deployments;
 mod error;
 mod logs;
 mod migrations;
+mod rollouts;
 mod schema;
 mod serving;
 mod v2;
@@ -48,6 +50,11 @@ pub struct AppState {
     pub serving: Arc<serving::Serving>,
     /// Prediction logs on their way to the bus.
     pub(crate) logs: logs::LogQueue,
+    /// Rollouts in progress, by deployment.
+    pub(crate) rollouts:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
+    /// The service's shutdown, which ends rollouts too.
+    pub(crate) shutdown: CancellationToken,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -70,6 +77,8 @@ pub async fn run(
         artifacts: kit.artifacts.clone(),
         serving: Arc::new(serving::Serving::default()),
         logs,
+        rollouts: Arc::default(),
+        shutdown: kit.shutdown.clone(),
     };
     kit.start_outbox()?;
     kit.spawn(logs::publish(kit.bus.clone(), queue));

@@ -34,6 +34,7 @@ pub(crate) fn log(
     rows: &[Vec<Value>],
     predictions: &[Prediction],
     latency: Duration,
+    shadow: bool,
 ) {
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     for (i, (row, prediction)) in rows.iter().zip(predictions).enumerate() {
@@ -71,7 +72,7 @@ pub(crate) fn log(
             inputs,
             outputs,
             latency_us,
-            shadow: false,
+            shadow,
         });
         if state
             .logs

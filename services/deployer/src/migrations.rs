@@ -79,6 +79,8 @@ impl MigrationTrait for CreateDeployments {
                     .col(ColumnDef::new(Deployments::Alias).string_len(128).null())
                     .col(ColumnDef::new(Deployments::Version).integer().null())
                     .col(ColumnDef::new(Deployments::ServingVersion).integer().null())
+                    .col(ColumnDef::new(Deployments::Strategy).text().not_null())
+                    .col(ColumnDef::new(Deployments::Slo).text().not_null())
                     .col(
                         ColumnDef::new(Deployments::Status)
                             .string_len(16)

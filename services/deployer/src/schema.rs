@@ -24,6 +24,8 @@ pub(crate) enum Deployments {
     Alias,
     Version,
     ServingVersion,
+    Strategy,
+    Slo,
     Status,
     Detail,
     UpdatedAt,

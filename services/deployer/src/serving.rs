@@ -2,7 +2,8 @@
 //! loaded. Requests clone an `Arc` under a short read lock; no lock is held while predicting.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use flywheel_artifacts::ArtifactStore;
 use flywheel_artifacts::package::{self, Manifest};
@@ -26,38 +27,222 @@ pub struct Loaded {
     pub signature: Signature,
 }
 
+/// Requests, server errors and latencies of one version during a rollout step.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+/// Latencies kept per step (the most recent ones).
+const LATENCY_WINDOW: usize = 10_000;
+
+impl Stats {
+    /// Records one answered request.
+    pub fn record(&self, latency_us: u64, server_error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if server_error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut latencies) = self.latencies_us.lock() {
+            if latencies.len() >= LATENCY_WINDOW {
+                latencies.remove(0);
+            }
+            latencies.push(latency_us);
+        }
+    }
+
+    /// Starts counting afresh (a new rollout step).
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::Relaxed);
+        self.errors.store(0, Ordering::Relaxed);
+        if let Ok(mut latencies) = self.latencies_us.lock() {
+            latencies.clear();
+        }
+    }
+
+    /// (requests, error rate, p99 latency in ms).
+    pub fn summary(&self) -> (u64, f64, f64) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let errors = self.errors.load(Ordering::Relaxed);
+        let mut latencies = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        latencies.sort_unstable();
+        let p99 = if latencies.is_empty() {
+            0.0
+        } else {
+            let index = ((latencies.len() - 1) as f64 * 0.99).round() as usize;
+            latencies[index] as f64 / 1000.0
+        };
+        let rate = if requests == 0 {
+            0.0
+        } else {
+            errors as f64 / requests as f64
+        };
+        (requests, rate, p99)
+    }
+}
+
+/// A version being rolled out beside the stable one.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The new version.
+    pub loaded: Arc<Loaded>,
+    /// Percent of requests it answers (0 to 100), or mirrors when `shadow`.
+    pub percent: AtomicU8,
+    /// Mirrored: it sees the traffic, its answers are discarded.
+    pub shadow: bool,
+    /// Its numbers in the current step.
+    pub stats: Arc<Stats>,
+}
+
+/// One deployment's versions.
+#[derive(Debug)]
+struct Slot {
+    stable: Arc<Loaded>,
+    candidate: Option<Arc<Candidate>>,
+    counter: AtomicU64,
+}
+
+/// Where one request goes.
+#[derive(Debug)]
+pub struct Route {
+    /// The version that answers.
+    pub primary: Arc<Loaded>,
+    /// Its stats, when it is a candidate.
+    pub primary_stats: Option<Arc<Stats>>,
+    /// A shadow copy that also gets the request.
+    pub shadow: Option<Arc<Candidate>>,
+}
+
+/// Whether request `n` goes to a version taking `percent` of requests: spread evenly (every
+/// other request at 50 %, every tenth at 10 %), not in runs.
+fn takes(n: u64, percent: u8) -> bool {
+    let p = u64::from(percent.min(100));
+    (n + 1) * p / 100 > n * p / 100
+}
+
 /// Deployments being served.
 #[derive(Debug, Default)]
 pub struct Serving {
-    loaded: RwLock<HashMap<String, Arc<Loaded>>>,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
 }
 
 impl Serving {
-    /// The loaded model of a deployment.
-    pub fn get(&self, deployment: &str) -> Option<Arc<Loaded>> {
-        self.loaded.read().ok()?.get(deployment).cloned()
+    fn slot(&self, deployment: &str) -> Option<Arc<Slot>> {
+        self.slots.read().ok()?.get(deployment).cloned()
     }
 
-    /// Serves `loaded` under its deployment name from now on.
-    pub fn put(&self, loaded: Loaded) {
-        if let Ok(mut map) = self.loaded.write() {
-            map.insert(loaded.deployment.clone(), Arc::new(loaded));
+    /// The stable version of a deployment.
+    pub fn get(&self, deployment: &str) -> Option<Arc<Loaded>> {
+        self.slot(deployment).map(|s| s.stable.clone())
+    }
+
+    /// The loaded version `version` of a deployment, stable or candidate.
+    pub fn version(&self, deployment: &str, version: u32) -> Option<Arc<Loaded>> {
+        let slot = self.slot(deployment)?;
+        if slot.stable.version == version {
+            return Some(slot.stable.clone());
         }
+        slot.candidate
+            .as_ref()
+            .filter(|c| c.loaded.version == version)
+            .map(|c| c.loaded.clone())
+    }
+
+    /// Picks the version for the next request: the candidate for its share of requests
+    /// (spread evenly by a counter), else the stable one.
+    pub fn route(&self, deployment: &str) -> Option<Route> {
+        let slot = self.slot(deployment)?;
+        let n = slot.counter.fetch_add(1, Ordering::Relaxed);
+        match &slot.candidate {
+            Some(c) if c.shadow => Some(Route {
+                primary: slot.stable.clone(),
+                primary_stats: None,
+                shadow: Some(c.clone()),
+            }),
+            Some(c) if takes(n, c.percent.load(Ordering::Relaxed)) => Some(Route {
+                primary: c.loaded.clone(),
+                primary_stats: Some(c.stats.clone()),
+                shadow: None,
+            }),
+            _ => Some(Route {
+                primary: slot.stable.clone(),
+                primary_stats: None,
+                shadow: None,
+            }),
+        }
+    }
+
+    /// Serves `loaded` as the stable version from now on, ending any rollout.
+    pub fn put(&self, loaded: Loaded) {
+        self.put_arc(Arc::new(loaded));
+    }
+
+    fn put_arc(&self, loaded: Arc<Loaded>) {
+        if let Ok(mut map) = self.slots.write() {
+            map.insert(
+                loaded.deployment.clone(),
+                Arc::new(Slot {
+                    stable: loaded,
+                    candidate: None,
+                    counter: AtomicU64::new(0),
+                }),
+            );
+        }
+    }
+
+    /// Starts a candidate beside the stable version.
+    pub fn start_candidate(
+        &self,
+        loaded: Loaded,
+        percent: u8,
+        shadow: bool,
+    ) -> Option<Arc<Candidate>> {
+        let mut map = self.slots.write().ok()?;
+        let slot = map.get(&loaded.deployment)?.clone();
+        let candidate = Arc::new(Candidate {
+            loaded: Arc::new(loaded),
+            percent: AtomicU8::new(percent.min(100)),
+            shadow,
+            stats: Arc::new(Stats::default()),
+        });
+        map.insert(
+            candidate.loaded.deployment.clone(),
+            Arc::new(Slot {
+                stable: slot.stable.clone(),
+                candidate: Some(candidate.clone()),
+                counter: AtomicU64::new(0),
+            }),
+        );
+        Some(candidate)
+    }
+
+    /// Makes the candidate stable (promote) or drops it (rollback).
+    pub fn end_candidate(&self, deployment: &str, promote: bool) {
+        let Some(slot) = self.slot(deployment) else {
+            return;
+        };
+        let Some(candidate) = &slot.candidate else {
+            return;
+        };
+        let stable = if promote {
+            candidate.loaded.clone()
+        } else {
+            slot.stable.clone()
+        };
+        self.put_arc(stable);
     }
 
     /// Stops serving a deployment.
     pub fn remove(&self, deployment: &str) {
-        if let Ok(mut map) = self.loaded.write() {
+        if let Ok(mut map) = self.slots.write() {
             map.remove(deployment);
         }
-    }
-
-    /// Every served deployment.
-    pub fn all(&self) -> Vec<Arc<Loaded>> {
-        self.loaded
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
     }
 }
 
@@ -95,4 +280,19 @@ pub(crate) async fn load(
         model,
         signature: manifest.signature,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::takes;
+
+    #[test]
+    fn shares_are_exact_and_interleaved() {
+        for percent in [0u8, 1, 10, 33, 50, 99, 100] {
+            let taken = (0..1000).filter(|n| takes(*n, percent)).count();
+            assert_eq!(taken, usize::from(percent) * 10, "{percent}%");
+        }
+        let first: Vec<bool> = (0..4).map(|n| takes(n, 50)).collect();
+        assert_eq!(first, [false, true, false, true]);
+    }
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::error::InferenceError;
-use crate::serving::Loaded;
+use crate::serving::{Loaded, Route};
 use crate::{AppState, DeployerError};
 
 type Reply = std::result::Result<Json<Json_>, InferenceError>;
@@ -70,25 +70,102 @@ async fn server_ready(
     Ok(Json(json!({"ready": true})))
 }
 
+fn not_found(name: &str) -> InferenceError {
+    DeployerError::NotFound(format!("model {name} not found")).into()
+}
+
+/// The stable version, or a given one (stable or candidate).
 fn loaded(
     state: &AppState,
     name: &str,
     version: Option<&str>,
 ) -> std::result::Result<Arc<Loaded>, InferenceError> {
-    let loaded = state
-        .serving
-        .get(name)
-        .ok_or_else(|| DeployerError::NotFound(format!("model {name} not found")))?;
-    if let Some(version) = version
-        && version != loaded.version.to_string()
-    {
-        return Err(DeployerError::NotFound(format!(
-            "version {version} of {name} is not served (serving {})",
-            loaded.version
-        ))
-        .into());
+    let stable = state.serving.get(name).ok_or_else(|| not_found(name))?;
+    let Some(version) = version else {
+        return Ok(stable);
+    };
+    version
+        .parse::<u32>()
+        .ok()
+        .and_then(|v| state.serving.version(name, v))
+        .ok_or_else(|| {
+            DeployerError::NotFound(format!(
+                "version {version} of {name} is not served (serving {})",
+                stable.version
+            ))
+            .into()
+        })
+}
+
+/// Where a request goes: a named version, or the stable/candidate split.
+fn route(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> std::result::Result<Route, InferenceError> {
+    match version {
+        Some(_) => Ok(Route {
+            primary: loaded(state, name, version)?,
+            primary_stats: None,
+            shadow: None,
+        }),
+        None => state.serving.route(name).ok_or_else(|| not_found(name)),
     }
-    Ok(loaded)
+}
+
+/// Predicts rows with the routed version; a shadow copy predicts too, its answers only logged.
+fn predict_routed(
+    state: &AppState,
+    route: &Route,
+    id: &str,
+    rows: &[Vec<Value>],
+    started: Instant,
+) -> std::result::Result<Vec<flywheel_model::Prediction>, InferenceError> {
+    let predictions: Vec<flywheel_model::Prediction> = rows
+        .iter()
+        .map(|row| route.primary.model.predict(row))
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let elapsed = started.elapsed();
+    if let Some(stats) = &route.primary_stats {
+        stats.record(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            false,
+        );
+    }
+    crate::logs::log(
+        state,
+        &route.primary,
+        id,
+        rows,
+        &predictions,
+        elapsed,
+        false,
+    );
+    if let Some(shadow) = &route.shadow {
+        let shadow_started = Instant::now();
+        let mirrored: Result<Vec<_>, _> = rows
+            .iter()
+            .map(|row| shadow.loaded.model.predict(row))
+            .collect();
+        let shadow_elapsed = shadow_started.elapsed();
+        shadow.stats.record(
+            u64::try_from(shadow_elapsed.as_micros()).unwrap_or(u64::MAX),
+            mirrored.is_err(),
+        );
+        if let Ok(mirrored) = mirrored {
+            crate::logs::log(
+                state,
+                &shadow.loaded,
+                id,
+                rows,
+                &mirrored,
+                shadow_elapsed,
+                true,
+            );
+        }
+    }
+    Ok(predictions)
 }
 
 fn metadata(loaded: &Loaded) -> Json_ {
@@ -389,15 +466,16 @@ async fn run_infer(
     body: Bytes,
 ) -> Reply {
     let started = Instant::now();
-    let loaded = loaded(&state, &name, version.as_deref())?;
+    let route = route(&state, &name, version.as_deref())?;
+    let loaded = route.primary.clone();
     // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
     let request = parse_request(&headers, &body)?;
     let rows = rows(&loaded, &request.inputs)?;
-    let predictions: Vec<flywheel_model::Prediction> = rows
-        .iter()
-        .map(|row| loaded.model.predict(row))
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(e.to_string()))?;
+    let id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let predictions = predict_routed(&state, &route, &id, &rows, started)?;
     let mut tensors = outputs(&loaded, &predictions);
     if let Some(wanted) = &request.outputs {
         for w in wanted {
@@ -407,11 +485,6 @@ async fn run_infer(
         }
         tensors.retain(|t| wanted.iter().any(|w| t["name"] == w.name.as_str()));
     }
-    let id = request
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    crate::logs::log(&state, &loaded, &id, &rows, &predictions, started.elapsed());
     Ok(Json(json!({
         "model_name": loaded.deployment,
         "model_version": loaded.version.to_string(),
@@ -446,7 +519,8 @@ async fn predict_records(
     body: Bytes,
 ) -> Reply {
     let started = Instant::now();
-    let loaded = loaded(&state, &name, None)?;
+    let route = route(&state, &name, None)?;
+    let loaded = route.primary.clone();
     let parsed: Json_ =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     let records = match parsed {
@@ -480,13 +554,8 @@ async fn predict_records(
             .collect::<Vec<_>>();
         rows.push(row);
     }
-    let predictions: Vec<flywheel_model::Prediction> = rows
-        .iter()
-        .map(|row| loaded.model.predict(row))
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(e.to_string()))?;
     let id = uuid::Uuid::now_v7().to_string();
-    crate::logs::log(&state, &loaded, &id, &rows, &predictions, started.elapsed());
+    let predictions = predict_routed(&state, &route, &id, &rows, started)?;
     let classes = match &loaded.model.task {
         Task::Classification { classes } => Some(classes),
         _ => None,

@@ -424,3 +424,191 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
     flywheel_testkit::cleanup_bus(&bus).await;
     Ok(())
 }
+
+/// Sends `n` records requests; returns how many each version answered.
+async fn spread(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<std::collections::BTreeMap<u64, usize>> {
+    let mut answered = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let answer: Value = http
+            .post(url)
+            .json(&json!([{"f0": 0.3, "f1": -0.2, "f2": 1.0, "f3": 0.0, "f4": 0.5, "f5": -1.0}]))
+            .send()
+            .await?
+            .json()
+            .await?;
+        *answered
+            .entry(answer["version"].as_u64().context("version")?)
+            .or_default() += 1;
+    }
+    Ok(answered)
+}
+
+async fn events_of(bus: &Bus) -> anyhow::Result<Vec<Event>> {
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Events))
+        .await?;
+    let state = stream.info().await?.state.clone();
+    let mut events = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            let envelope = flywheel_events::decode_with_header(
+                &message.payload,
+                message.headers.get("Content-Type").map(|v| v.as_str()),
+            )?;
+            events.push(envelope.event);
+        }
+    }
+    Ok(events)
+}
+
+#[tokio::test]
+async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> anyhow::Result<()> {
+    let prefix = flywheel_testkit::unique_name();
+    let mut settings = ServiceSettings::defaults_for("deployer", 0);
+    settings.bus = flywheel_testkit::bus_config(&prefix);
+    settings.db = flywheel_testkit::fresh_postgres().await?;
+    settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
+    settings.http.shutdown_grace_secs = 2;
+    let store = ArtifactStore::from_config(&settings.artifacts)?;
+    let deployer = InProcess::start(settings, flywheel_deployer::run).await?;
+    let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+    let http = reqwest::Client::new();
+    let train = fixture("binary_train");
+    let trained = |alpha: f64| -> anyhow::Result<flywheel_train::Trained> {
+        Ok(flywheel_train::train(
+            &train,
+            "logistic_regression",
+            &serde_json::from_value(json!({"target": "label", "alpha": alpha}))?,
+            &mut |_, _| {},
+        )?)
+    };
+    let canary = json!({"kind": "canary", "steps": [50, 100], "step_seconds": 1});
+    let put = http
+        .put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": canary, "slo": {"min_requests": 1}}))
+        .send()
+        .await?;
+    assert_eq!(put.status(), 200, "{}", put.text().await?);
+    registered(&bus, &store, &trained(1.0)?, 1).await?;
+    alias(&bus, 1).await?;
+    let predict = deployer.url("/v1/deployments/churn/predict");
+    wait_for("version 1 to serve", async || {
+        Ok(spread(&http, &predict, 1)
+            .await
+            .is_ok_and(|s| s.contains_key(&1)))
+    })
+    .await?;
+
+    // Version 2: half the requests during the first step, then all.
+    registered(&bus, &store, &trained(2.0)?, 2).await?;
+    alias(&bus, 2).await?;
+    wait_for("the canary step", async || {
+        let d: Value = http
+            .get(deployer.url("/api/v1/deployments/churn"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(d["status"] == "rolling_out")
+    })
+    .await?;
+    let during = spread(&http, &predict, 20).await?;
+    assert_eq!(
+        during.get(&2).copied().unwrap_or(0),
+        10,
+        "half of the requests: {during:?}"
+    );
+    wait_for("version 2 to be promoted", async || {
+        let d: Value = http
+            .get(deployer.url("/api/v1/deployments/churn"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(d["status"] == "serving" && d["serving_version"] == 2)
+    })
+    .await?;
+    assert_eq!(
+        spread(&http, &predict, 5).await?,
+        [(2u64, 5usize)].into_iter().collect()
+    );
+
+    // Version 3 under an SLO it cannot meet (p99 below zero ms): rolled back to version 2.
+    let put = http
+        .put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": canary, "slo": {"min_requests": 1, "max_p99_latency_ms": 0.0}}))
+        .send()
+        .await?;
+    assert_eq!(put.status(), 200);
+    registered(&bus, &store, &trained(3.0)?, 3).await?;
+    alias(&bus, 3).await?;
+    wait_for("the canary step", async || {
+        let d: Value = http
+            .get(deployer.url("/api/v1/deployments/churn"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(d["status"] == "rolling_out")
+    })
+    .await?;
+    spread(&http, &predict, 10).await?;
+    wait_for("the rollback", async || {
+        let d: Value = http
+            .get(deployer.url("/api/v1/deployments/churn"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(d["detail"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("rolled back v3: p99 latency")))
+    })
+    .await?;
+    assert_eq!(
+        spread(&http, &predict, 5).await?,
+        [(2u64, 5usize)].into_iter().collect(),
+        "version 2 serves again"
+    );
+    let mut kinds = Vec::new();
+    wait_for("the rollout events", async || {
+        kinds = events_of(&bus)
+            .await?
+            .iter()
+            .filter_map(|e| match e {
+                Event::DeploymentRolloutStarted(e) => Some(format!("started {}", e.to_version)),
+                Event::DeploymentTrafficShifted(e) => {
+                    Some(format!("shifted {}", e.splits[1].percent))
+                }
+                Event::DeploymentRolledOut(e) => Some(format!("rolled_out {}", e.version)),
+                Event::DeploymentRolledBack(e) => {
+                    Some(format!("rolled_back to {:?}", e.to_version))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(kinds.len() >= 8)
+    })
+    .await?;
+    assert_eq!(
+        kinds,
+        [
+            "rolled_out 1",
+            "started 2",
+            "shifted 50",
+            "shifted 100",
+            "rolled_out 2",
+            "started 3",
+            "shifted 50",
+            "rolled_back to Some(2)"
+        ],
+    );
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok(())
+}
