@@ -447,6 +447,15 @@ async fn spread(
     Ok(answered)
 }
 
+async fn deployment(http: &reqwest::Client, deployer: &InProcess) -> anyhow::Result<Value> {
+    Ok(http
+        .get(deployer.url("/api/v1/deployments/churn"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 async fn events_of(bus: &Bus) -> anyhow::Result<Vec<Event>> {
     let mut stream = bus
         .jetstream()
@@ -508,12 +517,7 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
     registered(&bus, &store, &trained(2.0)?, 2).await?;
     alias(&bus, 2).await?;
     wait_for("the canary step", async || {
-        let d: Value = http
-            .get(deployer.url("/api/v1/deployments/churn"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d = deployment(&http, &deployer).await?;
         Ok(d["status"] == "rolling_out")
     })
     .await?;
@@ -524,12 +528,7 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
         "half of the requests: {during:?}"
     );
     wait_for("version 2 to be promoted", async || {
-        let d: Value = http
-            .get(deployer.url("/api/v1/deployments/churn"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d = deployment(&http, &deployer).await?;
         Ok(d["status"] == "serving" && d["serving_version"] == 2)
     })
     .await?;
@@ -548,23 +547,13 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
     registered(&bus, &store, &trained(3.0)?, 3).await?;
     alias(&bus, 3).await?;
     wait_for("the canary step", async || {
-        let d: Value = http
-            .get(deployer.url("/api/v1/deployments/churn"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d = deployment(&http, &deployer).await?;
         Ok(d["status"] == "rolling_out")
     })
     .await?;
     spread(&http, &predict, 10).await?;
     wait_for("the rollback", async || {
-        let d: Value = http
-            .get(deployer.url("/api/v1/deployments/churn"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d = deployment(&http, &deployer).await?;
         Ok(d["detail"]
             .as_str()
             .is_some_and(|s| s.starts_with("rolled back v3: p99 latency")))
