@@ -81,7 +81,7 @@ pub async fn run(
         shutdown: kit.shutdown.clone(),
     };
     kit.start_outbox()?;
-    kit.spawn(logs::publish(kit.bus.clone(), queue));
+    kit.spawn(logs::publish(kit.bus.clone(), queue, kit.shutdown.clone()));
     // Serve what was deployed before a restart.
     for deployment in deployments::list(&state.db)
         .await

@@ -84,26 +84,37 @@ pub(crate) fn log(
     }
 }
 
-/// Publishes queued logs, up to 64 at once, until the queue closes.
+/// Publishes queued logs, up to 64 at once; on shutdown, what is queued still goes out.
 pub(crate) async fn publish(
     bus: flywheel_bus::Bus,
-    queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Envelope>,
+    shutdown: flywheel_runtime::CancellationToken,
 ) -> flywheel_runtime::ServiceResult {
-    tokio_stream_from(queue)
-        .for_each_concurrent(64, |envelope| {
-            let bus = bus.clone();
-            async move {
-                if let Err(e) = bus.publish(&envelope).await {
-                    metrics::counter!("flywheel_deployer_prediction_logs_dropped_total")
-                        .increment(1);
-                    tracing::debug!(error = %e, "prediction log not published");
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = queue.recv(), if in_flight.len() < 64 => match next {
+                Some(envelope) => {
+                    let bus = bus.clone();
+                    in_flight.push(async move {
+                        if let Err(e) = bus.publish(&envelope).await {
+                            metrics::counter!("flywheel_deployer_prediction_logs_dropped_total")
+                                .increment(1);
+                            tracing::debug!(error = %e, "prediction log not published");
+                        }
+                    });
                 }
+                None => break,
+            },
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                queue.close();
             }
-        })
-        .await;
+        }
+    }
+    while in_flight.next().await.is_some() {}
     Ok(())
-}
-
-fn tokio_stream_from(mut queue: mpsc::Receiver<Envelope>) -> impl futures::Stream<Item = Envelope> {
-    futures::stream::poll_fn(move |cx| queue.poll_recv(cx))
 }
