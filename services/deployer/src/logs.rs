@@ -37,9 +37,11 @@ pub(crate) fn log(
     shadow: bool,
 ) {
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let crate::serving::Served::Flywheel(model) = &loaded.served else {
+        return;
+    };
     for (i, (row, prediction)) in rows.iter().zip(predictions).enumerate() {
-        let inputs: BTreeMap<String, serde_json::Value> = loaded
-            .model
+        let inputs: BTreeMap<String, serde_json::Value> = model
             .inputs
             .iter()
             .zip(row)
@@ -74,13 +76,74 @@ pub(crate) fn log(
             latency_us,
             shadow,
         });
-        if state
-            .logs
-            .try_send(Envelope::new(crate::SERVICE, "default", event))
-            .is_err()
-        {
-            metrics::counter!("flywheel_deployer_prediction_logs_dropped_total").increment(1);
+        queue(state, event);
+    }
+}
+
+fn queue(state: &AppState, event: Event) {
+    if state
+        .logs
+        .try_send(Envelope::new(crate::SERVICE, "default", event))
+        .is_err()
+    {
+        metrics::counter!("flywheel_deployer_prediction_logs_dropped_total").increment(1);
+    }
+}
+
+/// Queues one `prediction.logged` per row of a tensor model: the input row under the input's
+/// name, each output's row under its name.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn log_tensors(
+    state: &AppState,
+    loaded: &Loaded,
+    request_id: &str,
+    input: &[serde_json::Value],
+    input_name: &str,
+    width: usize,
+    outputs: &[serde_json::Value],
+    latency: Duration,
+) {
+    let rows = input.len().checked_div(width).unwrap_or(0);
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    for i in 0..rows {
+        let mut inputs = BTreeMap::new();
+        inputs.insert(
+            input_name.to_owned(),
+            serde_json::Value::Array(input[i * width..(i + 1) * width].to_vec()),
+        );
+        let mut per_row = BTreeMap::new();
+        for output in outputs {
+            let (Some(name), Some(data)) = (output["name"].as_str(), output["data"].as_array())
+            else {
+                continue;
+            };
+            let each = data.len() / rows;
+            let slice = &data[i * each..(i + 1) * each];
+            let value = if each == 1 {
+                slice[0].clone()
+            } else {
+                serde_json::Value::Array(slice.to_vec())
+            };
+            per_row.insert(name.to_owned(), value);
         }
+        let request_id = if rows == 1 {
+            request_id.to_owned()
+        } else {
+            format!("{request_id}/{i}")
+        };
+        queue(
+            state,
+            Event::PredictionLogged(PredictionLogged {
+                deployment: loaded.deployment.clone(),
+                model: loaded.model_name.clone(),
+                version: loaded.version,
+                request_id,
+                inputs,
+                outputs: per_row,
+                latency_us,
+                shadow: false,
+            }),
+        );
     }
 }
 

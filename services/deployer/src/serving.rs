@@ -22,7 +22,7 @@ pub struct Loaded {
     /// Version.
     pub version: u32,
     /// The model.
-    pub model: Model,
+    pub served: Served,
     /// Inputs and outputs.
     pub signature: Signature,
 }
@@ -124,6 +124,30 @@ pub struct Route {
 fn takes(n: u64, percent: u8) -> bool {
     let p = u64::from(percent.min(100));
     (n + 1) * p / 100 > n * p / 100
+}
+
+/// A loaded model by flavor.
+#[derive(Debug)]
+pub enum Served {
+    /// A built-in trainer's model (named, typed inputs).
+    Flywheel(Model),
+    /// An ONNX graph with one `[n, k]` float input.
+    Onnx(flywheel_inference::OnnxModel),
+}
+
+impl Route {
+    /// Records an answered request in the rollout's numbers (when it went to a candidate);
+    /// returns how long it took.
+    pub fn answered(&self, started: std::time::Instant) -> std::time::Duration {
+        let elapsed = started.elapsed();
+        if let Some(stats) = &self.primary_stats {
+            stats.record(
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                false,
+            );
+        }
+        elapsed
+    }
 }
 
 /// Deployments being served.
@@ -258,18 +282,31 @@ pub(crate) async fn load(
     let (manifest, files): (Manifest, _) = package::download(store, package_uri)
         .await
         .map_err(|e| DeployerError::Load(format!("package {package_uri}: {e}")))?;
-    let model = match manifest.flavor.as_str() {
-        "flywheel" => {
-            let (_, bytes) = files
-                .iter()
-                .find(|(path, _)| *path == manifest.model_file)
-                .ok_or_else(|| DeployerError::Load("the model file is missing".into()))?;
-            serde_json::from_slice::<Model>(bytes)
-                .map_err(|e| DeployerError::Load(format!("model.json: {e}")))?
+    let file = |manifest: &Manifest| {
+        files
+            .iter()
+            .find(|(path, _)| *path == manifest.model_file)
+            .map(|(_, bytes)| bytes.clone())
+            .ok_or_else(|| DeployerError::Load("the model file is missing".into()))
+    };
+    let served = match manifest.flavor.as_str() {
+        "flywheel" => Served::Flywheel(
+            serde_json::from_slice::<Model>(&file(&manifest)?)
+                .map_err(|e| DeployerError::Load(format!("model.json: {e}")))?,
+        ),
+        "onnx" => {
+            let bytes = file(&manifest)?;
+            // Optimising a graph is CPU work: off the async threads.
+            let model =
+                tokio::task::spawn_blocking(move || flywheel_inference::OnnxModel::load(&bytes))
+                    .await
+                    .map_err(|e| DeployerError::Load(format!("loading panicked: {e}")))?
+                    .map_err(|e| DeployerError::Load(e.to_string()))?;
+            Served::Onnx(model)
         }
         other => {
             return Err(DeployerError::Load(format!(
-                "flavor `{other}` cannot be served yet (built-in `flywheel` models can)"
+                "flavor `{other}` cannot be served (built-in `flywheel` and `onnx` can)"
             )));
         }
     };
@@ -277,7 +314,7 @@ pub(crate) async fn load(
         deployment: deployment.to_owned(),
         model_name: model_name.to_owned(),
         version,
-        model,
+        served,
         signature: manifest.signature,
     })
 }

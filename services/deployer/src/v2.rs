@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::error::InferenceError;
-use crate::serving::{Loaded, Route};
+use crate::serving::{Loaded, Route, Served};
 use crate::{AppState, DeployerError};
 
 type Reply = std::result::Result<Json<Json_>, InferenceError>;
@@ -113,6 +113,17 @@ fn route(
     }
 }
 
+/// The built-in model of a loaded version; other flavors have no named inputs.
+fn flywheel_model(loaded: &Loaded) -> std::result::Result<&flywheel_model::Model, InferenceError> {
+    match &loaded.served {
+        Served::Flywheel(model) => Ok(model),
+        Served::Onnx(_) => Err(invalid(format!(
+            "{} is an ONNX model: send one [n, k] tensor to /v2/models/{}/infer",
+            loaded.deployment, loaded.deployment
+        ))),
+    }
+}
+
 /// Predicts rows with the routed version; a shadow copy predicts too, its answers only logged.
 fn predict_routed(
     state: &AppState,
@@ -123,16 +134,12 @@ fn predict_routed(
 ) -> std::result::Result<Vec<flywheel_model::Prediction>, InferenceError> {
     let predictions: Vec<flywheel_model::Prediction> = rows
         .iter()
-        .map(|row| route.primary.model.predict(row))
+        .map(|row| flywheel_model(&route.primary).map(|m| m.predict(row)))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
         .collect::<Result<_, _>>()
         .map_err(|e| invalid(e.to_string()))?;
-    let elapsed = started.elapsed();
-    if let Some(stats) = &route.primary_stats {
-        stats.record(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            false,
-        );
-    }
+    let elapsed = route.answered(started);
     crate::logs::log(
         state,
         &route.primary,
@@ -142,12 +149,11 @@ fn predict_routed(
         elapsed,
         false,
     );
-    if let Some(shadow) = &route.shadow {
+    if let Some(shadow) = &route.shadow
+        && let Served::Flywheel(model) = &shadow.loaded.served
+    {
         let shadow_started = Instant::now();
-        let mirrored: Result<Vec<_>, _> = rows
-            .iter()
-            .map(|row| shadow.loaded.model.predict(row))
-            .collect();
+        let mirrored: Result<Vec<_>, _> = rows.iter().map(|row| model.predict(row)).collect();
         let shadow_elapsed = shadow_started.elapsed();
         shadow.stats.record(
             u64::try_from(shadow_elapsed.as_micros()).unwrap_or(u64::MAX),
@@ -169,6 +175,17 @@ fn predict_routed(
 }
 
 fn metadata(loaded: &Loaded) -> Json_ {
+    if let Served::Onnx(model) = &loaded.served
+        && loaded.signature.inputs.is_empty()
+    {
+        return json!({
+            "name": loaded.deployment,
+            "versions": [loaded.version.to_string()],
+            "platform": "onnx_onnxv1",
+            "inputs": [{"name": model.input_name(), "datatype": "FP32", "shape": [-1, model.width()]}],
+            "outputs": model.output_names().iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+        });
+    }
     let meta = |specs: &[flywheel_events::payloads::TensorSpec]| -> Vec<Json_> {
         specs
             .iter()
@@ -296,6 +313,17 @@ fn invalid(message: impl Into<String>) -> InferenceError {
     DeployerError::Invalid(message.into()).into()
 }
 
+/// A tensor's elements, flattened row-major.
+fn elements_of(input: &RequestInput) -> std::result::Result<Vec<Json_>, InferenceError> {
+    let data = input
+        .data
+        .as_ref()
+        .ok_or_else(|| invalid(format!("input {}: no data", input.name)))?;
+    let mut out = Vec::new();
+    flatten(data, &mut out);
+    Ok(out)
+}
+
 fn flatten(value: &Json_, out: &mut Vec<Json_>) {
     match value {
         Json_::Array(items) => items.iter().for_each(|v| flatten(v, out)),
@@ -333,7 +361,7 @@ fn rows(
     loaded: &Loaded,
     inputs: &[RequestInput],
 ) -> std::result::Result<Vec<Vec<Value>>, InferenceError> {
-    let columns = &loaded.model.inputs;
+    let columns = &flywheel_model(loaded)?.inputs;
     let tensor =
         |input: &RequestInput| -> std::result::Result<(Vec<Json_>, Vec<usize>), InferenceError> {
             if !NUMERIC.contains(&input.datatype.as_str()) && input.datatype != "BYTES" {
@@ -354,14 +382,7 @@ fn rows(
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let mut data = Vec::new();
-            flatten(
-                input
-                    .data
-                    .as_ref()
-                    .ok_or_else(|| invalid(format!("input {}: no data", input.name)))?,
-                &mut data,
-            );
+            let data = elements_of(input)?;
             let expected: usize = shape.iter().product();
             if data.len() != expected {
                 return Err(invalid(format!(
@@ -436,9 +457,13 @@ fn rows(
 }
 
 /// Predictions as output tensors.
-fn outputs(loaded: &Loaded, predictions: &[flywheel_model::Prediction]) -> Vec<Json_> {
+fn outputs(
+    loaded: &Loaded,
+    predictions: &[flywheel_model::Prediction],
+) -> std::result::Result<Vec<Json_>, InferenceError> {
+    let model = flywheel_model(loaded)?;
     let n = predictions.len();
-    let prediction = match &loaded.model.task {
+    let prediction = match &model.task {
         Task::Classification { .. } => {
             json!({"name": "prediction", "datatype": "BYTES", "shape": [n],
             "data": predictions.iter().map(|p| p.label.clone().unwrap_or_default()).collect::<Vec<_>>()})
@@ -449,13 +474,13 @@ fn outputs(loaded: &Loaded, predictions: &[flywheel_model::Prediction]) -> Vec<J
             "data": predictions.iter().map(|p| p.value as i64).collect::<Vec<_>>()}),
     };
     let mut out = vec![prediction];
-    if let Task::Classification { classes } = &loaded.model.task {
+    if let Task::Classification { classes } = &model.task {
         out.push(
             json!({"name": "probabilities", "datatype": "FP64", "shape": [n, classes.len()],
             "data": predictions.iter().flat_map(|p| p.probabilities.clone()).collect::<Vec<_>>()}),
         );
     }
-    out
+    Ok(out)
 }
 
 async fn run_infer(
@@ -470,13 +495,18 @@ async fn run_infer(
     let loaded = route.primary.clone();
     // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
     let request = parse_request(&headers, &body)?;
-    let rows = rows(&loaded, &request.inputs)?;
     let id = request
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let predictions = predict_routed(&state, &route, &id, &rows, started)?;
-    let mut tensors = outputs(&loaded, &predictions);
+    let mut tensors = match &loaded.served {
+        Served::Onnx(model) => onnx_infer(&state, &route, model, &request, &id, started).await?,
+        Served::Flywheel(_) => {
+            let rows = rows(&loaded, &request.inputs)?;
+            let predictions = predict_routed(&state, &route, &id, &rows, started)?;
+            outputs(&loaded, &predictions)?
+        }
+    };
     if let Some(wanted) = &request.outputs {
         for w in wanted {
             if !tensors.iter().any(|t| t["name"] == w.name.as_str()) {
@@ -535,13 +565,13 @@ async fn predict_records(
         },
         _ => return Err(invalid("expected a list of records")),
     };
+    let model = flywheel_model(&loaded)?;
     let mut rows = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
         let object = record
             .as_object()
             .ok_or_else(|| invalid(format!("record {i} is not an object")))?;
-        let row = loaded
-            .model
+        let row = model
             .inputs
             .iter()
             .map(|column| match object.get(column.name()) {
@@ -556,7 +586,7 @@ async fn predict_records(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let predictions = predict_routed(&state, &route, &id, &rows, started)?;
-    let classes = match &loaded.model.task {
+    let classes = match &flywheel_model(&loaded)?.task {
         Task::Classification { classes } => Some(classes),
         _ => None,
     };
@@ -580,4 +610,87 @@ async fn predict_records(
         "id": id,
         "predictions": answers,
     })))
+}
+
+/// Runs an ONNX model on one `[n, k]` numeric tensor (off the async threads); outputs as the
+/// graph names them.
+async fn onnx_infer(
+    state: &AppState,
+    route: &Route,
+    model: &flywheel_inference::OnnxModel,
+    request: &InferRequest,
+    id: &str,
+    started: Instant,
+) -> std::result::Result<Vec<Json_>, InferenceError> {
+    let [input] = request.inputs.as_slice() else {
+        return Err(invalid(format!(
+            "this model takes one input ({}, [n, {}])",
+            model.input_name(),
+            model.width()
+        )));
+    };
+    if !NUMERIC.contains(&input.datatype.as_str()) {
+        return Err(invalid(format!(
+            "input {}: a numeric datatype, got {}",
+            input.name, input.datatype
+        )));
+    }
+    let n = match input.shape.as_slice() {
+        [n, k] if usize::try_from(*k).ok() == Some(model.width()) => {
+            usize::try_from(*n).unwrap_or(0)
+        }
+        _ => {
+            return Err(invalid(format!(
+                "input {}: expected shape [n, {}], got {:?}",
+                input.name,
+                model.width(),
+                input.shape
+            )));
+        }
+    };
+    let flat = elements_of(input)?;
+    if flat.len() != n * model.width() {
+        return Err(invalid(format!(
+            "input {}: shape {:?} holds {} elements, data has {}",
+            input.name,
+            input.shape,
+            n * model.width(),
+            flat.len()
+        )));
+    }
+    let data: Vec<f32> = flat
+        .iter()
+        .map(|v| match element(&input.datatype, v, &input.name)? {
+            Value::Number(x) => Ok(x as f32),
+            _ => Err(invalid(format!("input {}: numbers only", input.name))),
+        })
+        .collect::<Result<_, _>>()?;
+    let runner = model.clone();
+    let outputs = tokio::task::spawn_blocking(move || runner.run(n, data))
+        .await
+        .map_err(|e| DeployerError::Load(format!("inference panicked: {e}")))?
+        .map_err(|e| invalid(e.to_string()))?;
+    let elapsed = route.answered(started);
+    let tensors: Vec<Json_> = outputs
+        .iter()
+        .map(|o| {
+            let data = match &o.data {
+                flywheel_inference::OutputData::I64(v) => json!(v),
+                flywheel_inference::OutputData::F32(v) => json!(v),
+                flywheel_inference::OutputData::F64(v) => json!(v),
+            };
+            json!({"name": o.name, "datatype": o.data.datatype(), "shape": o.shape, "data": data})
+        })
+        .collect();
+    crate::logs::log_tensors(
+        state,
+        &route.primary,
+        id,
+        &flat,
+        model.input_name(),
+        model.width(),
+        &tensors,
+        elapsed,
+    );
+    Ok(tensors)
 }

@@ -25,21 +25,23 @@ fn fixture(name: &str) -> flywheel_data::Table {
     flywheel_data::read(bytes.into(), flywheel_data::Format::Csv).expect("csv")
 }
 
-async fn registered(
+/// Uploads a package and announces it as `model` version `version`; returns its URI.
+async fn publish_package(
     bus: &Bus,
     store: &ArtifactStore,
-    trained: &flywheel_train::Trained,
-    version: u32,
+    (model, version, flavor): (&str, u32, &str),
+    files: Vec<(String, Bytes)>,
+    signature: flywheel_events::payloads::Signature,
+    metrics: std::collections::BTreeMap<String, f64>,
 ) -> anyhow::Result<String> {
-    let files = vec![("model.json".to_owned(), Bytes::from(trained.model_bytes()))];
+    let model_file = files.first().map(|(p, _)| p.clone()).context("a file")?;
     let manifest = Manifest::describe(
-        "flywheel",
-        "model.json",
-        trained.signature.clone(),
-        trained.metrics.clone(),
+        flavor,
+        &model_file,
+        signature.clone(),
+        metrics.clone(),
         PackageLineage {
-            trainer: "builtin:logistic_regression".into(),
-            seed: 42,
+            trainer: "test".into(),
             ..PackageLineage::default()
         },
         &files,
@@ -49,17 +51,35 @@ async fn registered(
         "registry",
         "default",
         Event::ModelVersionRegistered(ModelVersionRegistered {
-            model: "churn".into(),
+            model: model.into(),
             version,
             package_uri: stored.uri.clone(),
-            flavor: "flywheel".into(),
-            metrics: trained.metrics.clone(),
-            signature: trained.signature.clone(),
+            flavor: flavor.into(),
+            metrics,
+            signature,
             lineage: Lineage::default(),
         }),
     ))
     .await?;
     Ok(stored.uri)
+}
+
+async fn registered(
+    bus: &Bus,
+    store: &ArtifactStore,
+    trained: &flywheel_train::Trained,
+    version: u32,
+) -> anyhow::Result<String> {
+    let files = vec![("model.json".to_owned(), Bytes::from(trained.model_bytes()))];
+    publish_package(
+        bus,
+        store,
+        ("churn", version, "flywheel"),
+        files,
+        trained.signature.clone(),
+        trained.metrics.clone(),
+    )
+    .await
 }
 
 async fn alias(bus: &Bus, version: u32) -> anyhow::Result<()> {
@@ -92,18 +112,31 @@ async fn wait_for(
     Ok(())
 }
 
-#[tokio::test]
-async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+/// A deployer on a fresh database and artifact prefix, and a bus client on its prefix.
+async fn start(
+    postgres: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<(InProcess, ServiceSettings, ArtifactStore, Bus)> {
     let prefix = flywheel_testkit::unique_name();
     let mut settings = ServiceSettings::defaults_for("deployer", 0);
     settings.bus = flywheel_testkit::bus_config(&prefix);
-    settings.db = flywheel_testkit::fresh_sqlite(dir.path());
+    settings.db = if postgres {
+        flywheel_testkit::fresh_postgres().await?
+    } else {
+        flywheel_testkit::fresh_sqlite(dir)
+    };
     settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
     settings.http.shutdown_grace_secs = 2;
     let store = ArtifactStore::from_config(&settings.artifacts)?;
     let deployer = InProcess::start(settings.clone(), flywheel_deployer::run).await?;
     let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+    Ok((deployer, settings, store, bus))
+}
+
+#[tokio::test]
+async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (deployer, settings, store, bus) = start(false, dir.path()).await?;
     let http = reqwest::Client::new();
 
     // The deployment exists before the model does: it waits.
@@ -132,21 +165,11 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
     registered(&bus, &store, &trained, 1).await?;
     alias(&bus, 1).await?;
     wait_for("the deployment to serve", async || {
-        Ok(http
-            .get(deployer.url("/v2/models/churn-prod/ready"))
-            .send()
-            .await?
-            .status()
-            == 200)
+        Ok(status(&http, deployer.url("/v2/models/churn-prod/ready")).await? == 200)
     })
     .await?;
 
-    let meta: Value = http
-        .get(deployer.url("/v2/models/churn-prod"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let meta = get_json(&http, deployer.url("/v2/models/churn-prod")).await?;
     assert_eq!(meta["versions"], json!(["1"]));
     let names: Vec<&str> = meta["inputs"]
         .as_array()
@@ -391,23 +414,13 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
         .await?;
     alias(&bus, 2).await?;
     wait_for("the failed load to be recorded", async || {
-        let d: Value = http
-            .get(deployer.url("/api/v1/deployments/churn-prod"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d = get_json(&http, deployer.url("/api/v1/deployments/churn-prod")).await?;
         Ok(d["detail"]
             .as_str()
             .is_some_and(|s| s.contains("corrupted")))
     })
     .await?;
-    let meta: Value = http
-        .get(deployer.url("/v2/models/churn-prod"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let meta = get_json(&http, deployer.url("/v2/models/churn-prod")).await?;
     assert_eq!(meta["versions"], json!(["1"]), "still serving version 1");
 
     // After a restart it serves again.
@@ -447,6 +460,14 @@ async fn spread(
     Ok(answered)
 }
 
+async fn status(http: &reqwest::Client, url: String) -> anyhow::Result<u16> {
+    Ok(http.get(url).send().await?.status().as_u16())
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> anyhow::Result<Value> {
+    Ok(http.get(url).send().await?.json().await?)
+}
+
 async fn deployment(http: &reqwest::Client, deployer: &InProcess) -> anyhow::Result<Value> {
     Ok(http
         .get(deployer.url("/api/v1/deployments/churn"))
@@ -477,15 +498,8 @@ async fn events_of(bus: &Bus) -> anyhow::Result<Vec<Event>> {
 
 #[tokio::test]
 async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> anyhow::Result<()> {
-    let prefix = flywheel_testkit::unique_name();
-    let mut settings = ServiceSettings::defaults_for("deployer", 0);
-    settings.bus = flywheel_testkit::bus_config(&prefix);
-    settings.db = flywheel_testkit::fresh_postgres().await?;
-    settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
-    settings.http.shutdown_grace_secs = 2;
-    let store = ArtifactStore::from_config(&settings.artifacts)?;
-    let deployer = InProcess::start(settings, flywheel_deployer::run).await?;
-    let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+    let dir = tempfile::tempdir()?;
+    let (deployer, _, store, bus) = start(true, dir.path()).await?;
     let http = reqwest::Client::new();
     let train = fixture("binary_train");
     let trained = |alpha: f64| -> anyhow::Result<flywheel_train::Trained> {
@@ -597,6 +611,98 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
             "rolled_back to Some(2)"
         ],
     );
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok(())
+}
+
+async fn register_onnx(
+    bus: &Bus,
+    store: &ArtifactStore,
+    file: &str,
+    version: u32,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "{}/../../crates/inference/tests/reference/{file}.onnx",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let files = vec![("model.onnx".to_owned(), Bytes::from(std::fs::read(path)?))];
+    publish_package(
+        bus,
+        store,
+        ("iris", version, "onnx"),
+        files,
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn serves_onnx_models_exported_from_scikit_learn() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (deployer, _, store, bus) = start(false, dir.path()).await?;
+    let http = reqwest::Client::new();
+    register_onnx(&bus, &store, "logistic_multiclass", 1).await?;
+    register_onnx(&bus, &store, "scaled_logistic", 2).await?;
+    http.put(deployer.url("/api/v1/deployments/iris"))
+        .json(&json!({"model": "iris", "version": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    wait_for("the ONNX model to serve", async || {
+        Ok(status(&http, deployer.url("/v2/models/iris/ready")).await? == 200)
+    })
+    .await?;
+    let meta = get_json(&http, deployer.url("/v2/models/iris")).await?;
+    assert_eq!(meta["platform"], "onnx_onnxv1");
+    assert_eq!(
+        meta["inputs"][0],
+        json!({"name": "X", "datatype": "FP32", "shape": [-1, 6]})
+    );
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/inference/tests/reference/onnx_reference.json"
+    ))?)?;
+    let case = &reference["models"]["logistic_multiclass"];
+    let rows = case["rows"].as_array().context("rows")?;
+    let answer: Value = http
+        .post(deployer.url("/v2/models/iris/infer"))
+        .json(&json!({"inputs": [{"name": "X", "shape": [rows.len(), 6], "datatype": "FP32", "data": rows}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["outputs"][0]["datatype"], "INT64", "{answer}");
+    assert_eq!(
+        answer["outputs"][0]["data"], case["labels"],
+        "labels agree with scikit-learn"
+    );
+    let records = http
+        .post(deployer.url("/v1/deployments/iris/predict"))
+        .json(&json!([{"a": 1}]))
+        .send()
+        .await?;
+    assert_eq!(records.status(), 400);
+    assert!(
+        records.json::<Value>().await?["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ONNX model"))
+    );
+    // A graph tract cannot run never serves; version 1 stays.
+    http.put(deployer.url("/api/v1/deployments/iris"))
+        .json(&json!({"model": "iris", "version": 2}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let d = get_json(&http, deployer.url("/api/v1/deployments/iris")).await?;
+    assert!(
+        d["detail"].as_str().is_some_and(|s| s.contains("Scaler")),
+        "{d}"
+    );
+    let meta = get_json(&http, deployer.url("/v2/models/iris")).await?;
+    assert_eq!(meta["versions"], json!(["1"]));
     deployer.stop().await?;
     flywheel_testkit::cleanup_bus(&bus).await;
     Ok(())
