@@ -381,6 +381,7 @@ pub async fn push(
     crate::models::announce_event(state, &txn, created).await?;
     crate::models::announce_event(state, &txn, validated).await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok((get_version(state, name, &version).await?, true))
 }
 

@@ -139,6 +139,7 @@ async fn apply(
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     if let Event::TrainingJobCompleted(completed) = &envelope.event {
         register(state, completed).await?;
     }

@@ -229,6 +229,7 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
         txn.execute(&statement).await?;
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 

@@ -165,6 +165,7 @@ pub async fn set_policy(state: &AppState, model: &str, policy: &Policy, actor: &
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -418,6 +419,7 @@ pub async fn request_promotion(
         apply_alias(state, &txn, model, alias, version, actor).await?;
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     let mut promotion = get_promotion(&state.db, id).await?;
     promotion.gates = gates;
     Ok(promotion)
@@ -507,6 +509,7 @@ pub async fn decide(
         )
         .await?;
         txn.commit().await?;
+        flywheel_runtime::outbox::wake();
         return Err(RegistryError::Forbidden(format!(
             "four-eyes policy: {actor} requested promotion {id} and cannot decide it"
         )));
@@ -609,5 +612,6 @@ pub async fn decide(
         .await?;
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     get_promotion(&state.db, id).await
 }

@@ -230,6 +230,7 @@ pub async fn create_model(
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     get_model(&state.db, name).await
 }
 
@@ -277,6 +278,7 @@ pub async fn set_model_tag(
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -427,6 +429,7 @@ pub async fn delete_model(state: &AppState, name: &str, actor: &str) -> Result<(
     .await?;
     audit::record(&txn, name, "model.deleted", actor, None, None).await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -711,6 +714,7 @@ pub async fn create_version(
         let registered = get_version(&txn, name, next).await?;
         governance::on_registered(state, &txn, &registered, actor).await?;
         txn.commit().await?;
+        flywheel_runtime::outbox::wake();
         return get_version(&state.db, name, next).await;
     }
     Err(RegistryError::AlreadyExists(format!(
@@ -772,6 +776,7 @@ pub async fn request_training(
         .await?;
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(request_id)
 }
 
@@ -848,6 +853,7 @@ pub async fn set_version_tag(
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -866,6 +872,7 @@ pub async fn set_alias(
     governance::check_direct_alias_move(&txn, name, alias, &target).await?;
     apply_alias(state, &txn, name, alias, version, actor).await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -975,6 +982,7 @@ pub async fn delete_alias(state: &AppState, name: &str, alias: &str, actor: &str
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(())
 }
 
@@ -1037,6 +1045,7 @@ pub async fn transition_stage(
     )
     .await?;
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     get_version(&state.db, name, version).await
 }
 

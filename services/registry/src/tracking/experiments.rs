@@ -175,6 +175,7 @@ pub async fn create<C: ConnectionTrait + TransactionTrait>(
         set_tag_in(&txn, id, tag).await?;
     }
     txn.commit().await?;
+    flywheel_runtime::outbox::wake();
     Ok(id)
 }
 
