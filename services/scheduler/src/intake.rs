@@ -6,7 +6,7 @@ use std::time::Duration;
 use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
 use flywheel_events::payloads::{TrainingJobQueued, TrainingRequested};
 use flywheel_events::{Envelope, Event};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::jobs::{self, Job};
@@ -61,62 +61,20 @@ pub async fn submit(
     validate(project, &request)?;
     let txn = state.db.begin().await?;
     let job_id = uuid::Uuid::now_v7().to_string();
-    let now = crate::now_millis();
     let timeout = request
         .timeout_seconds
         .unwrap_or(state.config.default_timeout_secs);
-    let stored = serde_json::to_string(&request).map_err(|e| invalid(e.to_string()))?;
-    let inserted = txn
-        .execute(
-            &Query::insert()
-                .into_table(Jobs::Table)
-                .columns([
-                    Jobs::JobId,
-                    Jobs::RequestId,
-                    Jobs::Project,
-                    Jobs::Model,
-                    Jobs::Request,
-                    Jobs::Priority,
-                    Jobs::Status,
-                    Jobs::Attempts,
-                    Jobs::Cpu,
-                    Jobs::MemoryMb,
-                    Jobs::Gpu,
-                    Jobs::TimeoutSeconds,
-                    Jobs::NotBefore,
-                    Jobs::Detail,
-                    Jobs::CreatedAt,
-                    Jobs::UpdatedAt,
-                ])
-                .values([
-                    job_id.clone().into(),
-                    request.request_id.clone().into(),
-                    project.into(),
-                    request.model.clone().into(),
-                    stored.into(),
-                    request.priority.into(),
-                    "queued".into(),
-                    0i32.into(),
-                    request.resources.cpu.into(),
-                    i64::try_from(request.resources.memory_mb)
-                        .unwrap_or(i64::MAX)
-                        .into(),
-                    i32::try_from(request.resources.gpu)
-                        .unwrap_or(i32::MAX)
-                        .into(),
-                    i64::try_from(timeout).unwrap_or(i64::MAX).into(),
-                    0i64.into(),
-                    String::new().into(),
-                    now.into(),
-                    now.into(),
-                ])
-                .map_err(|e| invalid(e.to_string()))?
-                .on_conflict(OnConflict::column(Jobs::RequestId).do_nothing().to_owned())
-                .to_owned(),
-        )
-        .await?
-        .rows_affected()
-        == 1;
+    let inserted = jobs::insert(
+        &txn,
+        jobs::NewJob {
+            job_id: &job_id,
+            project,
+            request: &request,
+            timeout_seconds: i64::try_from(timeout).unwrap_or(i64::MAX),
+            parent: None,
+        },
+    )
+    .await?;
     if !inserted {
         drop(txn);
         let row = state

@@ -1,6 +1,6 @@
 //! Jobs as stored, read in queue order, with their attempts.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, QueryResult};
 use serde::Serialize;
 
@@ -218,4 +218,78 @@ pub(crate) async fn attempts<C: ConnectionTrait>(db: &C, job_id: &str) -> Result
             })
         })
         .collect()
+}
+
+/// A queued job about to be stored.
+pub(crate) struct NewJob<'a> {
+    pub job_id: &'a str,
+    pub project: &'a str,
+    pub request: &'a TrainingRequested,
+    pub timeout_seconds: i64,
+    /// The search this job is a trial of, and its number.
+    pub parent: Option<(&'a str, i32)>,
+}
+
+/// Stores a queued job; false when a job already holds its request id.
+pub(crate) async fn insert<C: ConnectionTrait>(db: &C, job: NewJob<'_>) -> Result<bool> {
+    let now = crate::now_millis();
+    let request = job.request;
+    let stored =
+        serde_json::to_string(request).map_err(|e| SchedulerError::Invalid(e.to_string()))?;
+    let inserted = db
+        .execute(
+            &Query::insert()
+                .into_table(Jobs::Table)
+                .columns([
+                    Jobs::JobId,
+                    Jobs::RequestId,
+                    Jobs::Project,
+                    Jobs::Model,
+                    Jobs::Request,
+                    Jobs::Priority,
+                    Jobs::Status,
+                    Jobs::Attempts,
+                    Jobs::Cpu,
+                    Jobs::MemoryMb,
+                    Jobs::Gpu,
+                    Jobs::TimeoutSeconds,
+                    Jobs::NotBefore,
+                    Jobs::Detail,
+                    Jobs::ParentJobId,
+                    Jobs::Trial,
+                    Jobs::CreatedAt,
+                    Jobs::UpdatedAt,
+                ])
+                .values([
+                    job.job_id.into(),
+                    request.request_id.clone().into(),
+                    job.project.into(),
+                    request.model.clone().into(),
+                    stored.into(),
+                    request.priority.into(),
+                    "queued".into(),
+                    0i32.into(),
+                    request.resources.cpu.into(),
+                    i64::try_from(request.resources.memory_mb)
+                        .unwrap_or(i64::MAX)
+                        .into(),
+                    i32::try_from(request.resources.gpu)
+                        .unwrap_or(i32::MAX)
+                        .into(),
+                    job.timeout_seconds.into(),
+                    0i64.into(),
+                    String::new().into(),
+                    job.parent.map(|(id, _)| id.to_owned()).into(),
+                    job.parent.map(|(_, trial)| trial).into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .map_err(|e| SchedulerError::Invalid(e.to_string()))?
+                .on_conflict(OnConflict::column(Jobs::RequestId).do_nothing().to_owned())
+                .to_owned(),
+        )
+        .await?
+        .rows_affected()
+        == 1;
+    Ok(inserted)
 }

@@ -158,56 +158,15 @@ pub(crate) async fn expand(
         request.request_id = format!("{}#trial-{trial}", parent.request_id);
         request.trainer.params.extend(choice);
         let job_id = uuid::Uuid::now_v7().to_string();
-        let stored = serde_json::to_string(&request).map_err(|e| invalid(e.to_string()))?;
-        txn.execute(
-            &Query::insert()
-                .into_table(Jobs::Table)
-                .columns([
-                    Jobs::JobId,
-                    Jobs::RequestId,
-                    Jobs::Project,
-                    Jobs::Model,
-                    Jobs::Request,
-                    Jobs::Priority,
-                    Jobs::Status,
-                    Jobs::Attempts,
-                    Jobs::Cpu,
-                    Jobs::MemoryMb,
-                    Jobs::Gpu,
-                    Jobs::TimeoutSeconds,
-                    Jobs::NotBefore,
-                    Jobs::Detail,
-                    Jobs::ParentJobId,
-                    Jobs::Trial,
-                    Jobs::CreatedAt,
-                    Jobs::UpdatedAt,
-                ])
-                .values([
-                    job_id.clone().into(),
-                    request.request_id.clone().into(),
-                    parent.project.clone().into(),
-                    parent.model.clone().into(),
-                    stored.into(),
-                    parent.priority.into(),
-                    "queued".into(),
-                    0i32.into(),
-                    request.resources.cpu.into(),
-                    i64::try_from(request.resources.memory_mb)
-                        .unwrap_or(i64::MAX)
-                        .into(),
-                    i32::try_from(request.resources.gpu)
-                        .unwrap_or(i32::MAX)
-                        .into(),
-                    parent.timeout_seconds.into(),
-                    0i64.into(),
-                    String::new().into(),
-                    parent.job_id.clone().into(),
-                    i32::try_from(trial).unwrap_or(i32::MAX).into(),
-                    now.into(),
-                    now.into(),
-                ])
-                .map_err(|e| invalid(e.to_string()))?
-                .to_owned(),
+        crate::jobs::insert(
+            txn,
+            crate::jobs::NewJob {
+                job_id: &job_id,
+                project: &parent.project,
+                request: &request,
+                timeout_seconds: parent.timeout_seconds,
+                parent: Some((&parent.job_id, i32::try_from(trial).unwrap_or(i32::MAX))),
+            },
         )
         .await?;
         let queued = Event::TrainingJobQueued(TrainingJobQueued {
