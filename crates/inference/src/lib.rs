@@ -3,10 +3,12 @@
 //! with a symbolic batch dimension, optimised, and then run for any number of rows from any
 //! thread (`run` takes `&self`).
 //!
-//! Supported today (tested against scikit-learn in `tests/`): linear and logistic regression
-//! (binary, multiclass), multiclass decision trees and random forests, exported with
-//! `zipmap=False`. scikit-learn's `Scaler` (pipelines with StandardScaler), tree regressors and
-//! binary forests need operators tract lacks; they are refused at load with the operator named.
+//! The `ai.onnx.ml` operators scikit-learn exports use and tract lacks or gets wrong are the
+//! project's own ([`ml`](crate::ml)): `Scaler`, `Imputer`, `TreeEnsembleRegressor` and a flattened
+//! `TreeEnsembleClassifier`. `tests/against_sklearn.rs` checks every exported family against
+//! scikit-learn; docs/architecture.md lists them.
+
+mod ml;
 
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub enum OutputData {
     F32(Vec<f32>),
     /// 64-bit floats.
     F64(Vec<f64>),
+    /// Strings (class labels of models trained on string targets).
+    Strings(Vec<String>),
 }
 
 impl OutputData {
@@ -57,6 +61,7 @@ impl OutputData {
             OutputData::I64(_) => "INT64",
             OutputData::F32(_) => "FP32",
             OutputData::F64(_) => "FP64",
+            OutputData::Strings(_) => "BYTES",
         }
     }
 }
@@ -79,7 +84,7 @@ fn load_error(e: impl std::fmt::Display) -> OnnxError {
 impl OnnxModel {
     /// Loads and optimises a model from its bytes.
     pub fn load(bytes: &[u8]) -> Result<Self, OnnxError> {
-        let mut model = tract_onnx::onnx()
+        let mut model = ml::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(load_error)?;
         if model.inputs.len() != 1 {
@@ -164,8 +169,10 @@ impl OnnxModel {
                 let tensor: &Tensor = value;
                 let shape = tensor.shape().to_vec();
                 let data = match tensor.datum_type() {
-                    DatumType::I64 => OutputData::I64(
+                    dt if dt.is_integer() || dt == DatumType::TDim => OutputData::I64(
                         tensor
+                            .cast_to::<i64>()
+                            .map_err(|e| OnnxError::Run(e.to_string()))?
                             .to_plain_array_view::<i64>()
                             .map_err(|e| OnnxError::Run(e.to_string()))?
                             .iter()
@@ -186,6 +193,14 @@ impl OnnxModel {
                             .map_err(|e| OnnxError::Run(e.to_string()))?
                             .iter()
                             .copied()
+                            .collect(),
+                    ),
+                    DatumType::String => OutputData::Strings(
+                        tensor
+                            .to_plain_array_view::<String>()
+                            .map_err(|e| OnnxError::Run(e.to_string()))?
+                            .iter()
+                            .cloned()
                             .collect(),
                     ),
                     other => {

@@ -1,0 +1,760 @@
+//! Tree ensembles (`TreeEnsembleClassifier`, `TreeEnsembleRegressor`) flattened into one node
+//! array walked from each tree's root, so a row costs one root-to-leaf path per tree. Scores
+//! accumulate in f64; the semantics (aggregation, base values, post transforms, the binary
+//! single-score layout) follow ONNX Runtime, which is what skl2onnx exports are checked against.
+
+use std::sync::Arc;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::attributes;
+
+type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Leq,
+    Lt,
+    Gte,
+    Gt,
+    Eq,
+    Neq,
+    Leaf,
+}
+
+impl Mode {
+    fn parse(s: &str) -> TractResult<Self> {
+        Ok(match s {
+            "BRANCH_LEQ" => Mode::Leq,
+            "BRANCH_LT" => Mode::Lt,
+            "BRANCH_GTE" => Mode::Gte,
+            "BRANCH_GT" => Mode::Gt,
+            "BRANCH_EQ" => Mode::Eq,
+            "BRANCH_NEQ" => Mode::Neq,
+            "LEAF" => Mode::Leaf,
+            other => bail!("unknown tree node mode {other}"),
+        })
+    }
+}
+
+/// One node. For a leaf, `true_child..false_child` is its range in the weights.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    threshold: f32,
+    feature: u32,
+    true_child: u32,
+    false_child: u32,
+    mode: Mode,
+    missing_goes_true: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aggregate {
+    Sum,
+    Average,
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PostTransform {
+    None,
+    Softmax,
+    Logistic,
+    SoftmaxZero,
+    Probit,
+}
+
+impl PostTransform {
+    fn parse(s: Option<String>) -> TractResult<Self> {
+        Ok(match s.as_deref() {
+            None | Some("NONE") => PostTransform::None,
+            Some("SOFTMAX") => PostTransform::Softmax,
+            Some("LOGISTIC") => PostTransform::Logistic,
+            Some("SOFTMAX_ZERO") => PostTransform::SoftmaxZero,
+            Some("PROBIT") => PostTransform::Probit,
+            Some(other) => bail!("unknown post_transform {other}"),
+        })
+    }
+
+    fn apply(self, scores: &mut [f64]) {
+        match self {
+            PostTransform::None => {}
+            PostTransform::Logistic => scores.iter_mut().for_each(|s| *s = logistic(*s)),
+            PostTransform::Probit => scores.iter_mut().for_each(|s| *s = probit(*s)),
+            PostTransform::Softmax => softmax(scores, false),
+            PostTransform::SoftmaxZero => softmax(scores, true),
+        }
+    }
+}
+
+fn logistic(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// sqrt(2) * erfinv(2p - 1), as ONNX Runtime computes PROBIT.
+fn probit(p: f64) -> f64 {
+    let x = 2.0 * p - 1.0;
+    // Giles' single-precision approximation of erfinv, refined by two Newton steps on erf.
+    let w = -((1.0 - x) * (1.0 + x)).ln();
+    let mut y = if w < 5.0 {
+        let w = w - 2.5;
+        let mut p = 2.810_226_36e-08;
+        for c in [
+            3.432_739_39e-07,
+            -3.523_387_7e-06,
+            -4.391_506_54e-06,
+            0.000_218_580_87,
+            -0.001_253_725_03,
+            -0.004_177_681_64,
+            0.246_640_727,
+            1.501_409_41,
+        ] {
+            p = c + p * w;
+        }
+        p * x
+    } else {
+        let w = w.sqrt() - 3.0;
+        let mut p = -0.000_200_214_257;
+        for c in [
+            0.000_100_950_558,
+            0.001_349_343_22,
+            -0.003_673_428_44,
+            0.005_739_507_73,
+            -0.007_622_461_3,
+            0.009_438_870_47,
+            1.001_674_06,
+            2.832_976_82,
+        ] {
+            p = c + p * w;
+        }
+        p * x
+    };
+    for _ in 0..2 {
+        let err = erf(y) - x;
+        y -= err / (2.0 / std::f64::consts::PI.sqrt() * (-y * y).exp());
+    }
+    std::f64::consts::SQRT_2 * y
+}
+
+/// erf by Abramowitz–Stegun 7.1.26 refined enough for probit's Newton steps.
+fn erf(x: f64) -> f64 {
+    // Series for small |x|, continued fraction complement otherwise; 1e-15 accurate.
+    let ax = x.abs();
+    let value = if ax < 2.5 {
+        let mut sum = ax;
+        let mut term = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    } else {
+        // erfc continued fraction (Lentz).
+        let mut f = ax;
+        let mut c = ax;
+        let mut d = 0.0;
+        for k in 1..200 {
+            let a = k as f64 / 2.0;
+            d = ax + a * d;
+            d = if d == 0.0 { 1e-300 } else { 1.0 / d };
+            c = ax + a / c;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        1.0 - (-ax * ax).exp() / (f * std::f64::consts::PI.sqrt())
+    };
+    value.copysign(x)
+}
+
+fn softmax(scores: &mut [f64], keep_zeros: bool) {
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for s in scores.iter_mut() {
+        if keep_zeros && *s == 0.0 {
+            continue;
+        }
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    if total > 0.0 {
+        for s in scores.iter_mut() {
+            if !(keep_zeros && *s == 0.0) {
+                *s /= total;
+            }
+        }
+    }
+}
+
+/// The flattened trees.
+#[derive(Debug)]
+struct Ensemble {
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    /// (target or class index, weight) of each leaf, in leaf order.
+    weights: Vec<(u32, f64)>,
+    targets: usize,
+    aggregate: Aggregate,
+    base_values: Vec<f64>,
+    post_transform: PostTransform,
+    /// Columns read; an input narrower than this is refused.
+    width: usize,
+}
+
+impl Ensemble {
+    /// Parses the node and leaf attributes; `leaf` is "class" or "target".
+    fn parse(node: &NodeProto, leaf: &str, targets: usize) -> TractResult<Self> {
+        let tree_ids = attributes::required_ints(node, "nodes_treeids")?;
+        let node_ids = attributes::required_ints(node, "nodes_nodeids")?;
+        let features = attributes::required_ints(node, "nodes_featureids")?;
+        let true_ids = attributes::required_ints(node, "nodes_truenodeids")?;
+        let false_ids = attributes::required_ints(node, "nodes_falsenodeids")?;
+        let values = attributes::required_floats(node, "nodes_values")?;
+        let modes = attributes::strings(node, "nodes_modes")?
+            .ok_or_else(|| format_err!("{}: nodes_modes is missing", node.op_type))?;
+        let missing = attributes::ints(node, "nodes_missing_value_tracks_true").unwrap_or(&[]);
+        let n = tree_ids.len();
+        for (name, len) in [
+            ("nodes_nodeids", node_ids.len()),
+            ("nodes_featureids", features.len()),
+            ("nodes_truenodeids", true_ids.len()),
+            ("nodes_falsenodeids", false_ids.len()),
+            ("nodes_values", values.len()),
+            ("nodes_modes", modes.len()),
+        ] {
+            if len != n {
+                bail!("{}: {name} has {len} entries for {n} nodes", node.op_type);
+            }
+        }
+        if !missing.is_empty() && missing.len() != n {
+            bail!(
+                "{}: nodes_missing_value_tracks_true has the wrong length",
+                node.op_type
+            );
+        }
+        if n == 0 {
+            bail!("{}: no nodes", node.op_type);
+        }
+
+        let mut index = std::collections::HashMap::with_capacity(n);
+        for i in 0..n {
+            if index.insert((tree_ids[i], node_ids[i]), i).is_some() {
+                bail!(
+                    "{}: node {} of tree {} appears twice",
+                    node.op_type,
+                    node_ids[i],
+                    tree_ids[i]
+                );
+            }
+        }
+        let child = |tree: i64, id: i64| -> TractResult<u32> {
+            index
+                .get(&(tree, id))
+                .map(|&i| i as u32)
+                .ok_or_else(|| format_err!("tree {tree} has no node {id}"))
+        };
+
+        // Leaf weights grouped by node.
+        let leaf_trees = attributes::required_ints(node, &format!("{leaf}_treeids"))?;
+        let leaf_nodes = attributes::required_ints(node, &format!("{leaf}_nodeids"))?;
+        let leaf_ids = attributes::required_ints(node, &format!("{leaf}_ids"))?;
+        let leaf_weights = attributes::required_floats(node, &format!("{leaf}_weights"))?;
+        let m = leaf_trees.len();
+        if leaf_nodes.len() != m || leaf_ids.len() != m || leaf_weights.len() != m {
+            bail!("{}: the {leaf}_* lists differ in length", node.op_type);
+        }
+        let mut by_node: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n];
+        for j in 0..m {
+            let at = child(leaf_trees[j], leaf_nodes[j])?;
+            let target = usize::try_from(leaf_ids[j])
+                .ok()
+                .filter(|&t| t < targets)
+                .ok_or_else(|| {
+                    format_err!("{}: leaf target {} out of range", node.op_type, leaf_ids[j])
+                })?;
+            by_node[at as usize].push((target as u32, leaf_weights[j]));
+        }
+
+        let mut nodes = Vec::with_capacity(n);
+        let mut weights = Vec::with_capacity(m);
+        let mut roots = Vec::new();
+        let mut seen_trees = std::collections::HashSet::new();
+        let mut width = 0;
+        for i in 0..n {
+            let mode = Mode::parse(&modes[i])?;
+            // A tree's root is its first listed node (skl2onnx and every exporter list id 0
+            // first); trees are walked in order of first appearance.
+            if seen_trees.insert(tree_ids[i]) {
+                roots.push(i as u32);
+            }
+            let node = if mode == Mode::Leaf {
+                let start = weights.len() as u32;
+                weights.extend_from_slice(&by_node[i]);
+                Node {
+                    threshold: 0.0,
+                    feature: 0,
+                    true_child: start,
+                    false_child: weights.len() as u32,
+                    mode,
+                    missing_goes_true: false,
+                }
+            } else {
+                let feature = u32::try_from(features[i])
+                    .map_err(|_| format_err!("negative feature id {}", features[i]))?;
+                width = width.max(feature as usize + 1);
+                Node {
+                    threshold: values[i] as f32,
+                    feature,
+                    true_child: child(tree_ids[i], true_ids[i])?,
+                    false_child: child(tree_ids[i], false_ids[i])?,
+                    mode,
+                    missing_goes_true: missing.get(i).is_some_and(|&v| v != 0),
+                }
+            };
+            nodes.push(node);
+        }
+        // A root must be the node with id 0 where there is one.
+        for root in roots.iter_mut() {
+            let tree = tree_ids[*root as usize];
+            if let Some(&i) = index.get(&(tree, 0)) {
+                *root = i as u32;
+            }
+        }
+        let base_values = attributes::floats(node, "base_values")?.unwrap_or_default();
+        let post_transform = PostTransform::parse(attributes::string(node, "post_transform")?)?;
+        let aggregate = match attributes::string(node, "aggregate_function")?.as_deref() {
+            None | Some("SUM") => Aggregate::Sum,
+            Some("AVERAGE") => Aggregate::Average,
+            Some("MIN") => Aggregate::Min,
+            Some("MAX") => Aggregate::Max,
+            Some(other) => bail!("unknown aggregate_function {other}"),
+        };
+        let ensemble = Ensemble {
+            nodes,
+            roots,
+            weights,
+            targets,
+            aggregate,
+            base_values,
+            post_transform,
+            width,
+        };
+        ensemble.check_acyclic()?;
+        Ok(ensemble)
+    }
+
+    /// Refuses graphs whose walk would not end (a child pointing back up).
+    fn check_acyclic(&self) -> TractResult<()> {
+        for &root in &self.roots {
+            let mut stack = vec![(root, 0usize)];
+            while let Some((at, depth)) = stack.pop() {
+                if depth > self.nodes.len() {
+                    bail!("a tree has a cycle");
+                }
+                let node = self.nodes[at as usize];
+                if node.mode != Mode::Leaf {
+                    stack.push((node.true_child, depth + 1));
+                    stack.push((node.false_child, depth + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The leaf one tree sends `row` to.
+    #[inline]
+    fn leaf(&self, root: u32, row: &[f32]) -> &Node {
+        let mut node = &self.nodes[root as usize];
+        loop {
+            let next = match node.mode {
+                Mode::Leaf => return node,
+                mode => {
+                    let v = row[node.feature as usize];
+                    let t = node.threshold;
+                    let pass = match mode {
+                        Mode::Leq => v <= t,
+                        Mode::Lt => v < t,
+                        Mode::Gte => v >= t,
+                        Mode::Gt => v > t,
+                        Mode::Eq => v == t,
+                        Mode::Neq => v != t,
+                        Mode::Leaf => unreachable!("handled above"),
+                    };
+                    if pass || (node.missing_goes_true && v.is_nan()) {
+                        node.true_child
+                    } else {
+                        node.false_child
+                    }
+                }
+            };
+            node = &self.nodes[next as usize];
+        }
+    }
+
+    /// Raw aggregated scores of one row (before base values and post transform); `seen`
+    /// marks the targets some leaf wrote to.
+    fn scores(&self, row: &[f32], scores: &mut [f64], seen: &mut [bool]) {
+        scores.iter_mut().for_each(|s| *s = 0.0);
+        seen.iter_mut().for_each(|s| *s = false);
+        for &root in &self.roots {
+            let leaf = self.leaf(root, row);
+            for &(target, weight) in
+                &self.weights[leaf.true_child as usize..leaf.false_child as usize]
+            {
+                let t = target as usize;
+                scores[t] = match self.aggregate {
+                    Aggregate::Sum | Aggregate::Average => scores[t] + weight,
+                    Aggregate::Min if seen[t] => scores[t].min(weight),
+                    Aggregate::Max if seen[t] => scores[t].max(weight),
+                    Aggregate::Min | Aggregate::Max => weight,
+                };
+                seen[t] = true;
+            }
+        }
+        if self.aggregate == Aggregate::Average {
+            let trees = self.roots.len() as f64;
+            scores.iter_mut().for_each(|s| *s /= trees);
+        }
+    }
+
+    fn rows<'a>(&self, input: &'a Tensor) -> TractResult<(usize, usize, &'a [f32])> {
+        let shape = input.shape();
+        if shape.len() != 2 {
+            bail!("tree ensembles take a [rows, features] input");
+        }
+        if shape[1] < self.width {
+            bail!(
+                "the trees read {} features, the input has {}",
+                self.width,
+                shape[1]
+            );
+        }
+        Ok((
+            shape[0],
+            shape[1],
+            input.try_as_plain_ram()?.as_slice::<f32>()?,
+        ))
+    }
+}
+
+/// Which outputs the op computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Labels {
+    Ints(Vec<i64>),
+    Strings(Vec<String>),
+}
+
+impl Labels {
+    fn len(&self) -> usize {
+        match self {
+            Labels::Ints(v) => v.len(),
+            Labels::Strings(v) => v.len(),
+        }
+    }
+
+    fn datum_type(&self) -> DatumType {
+        match self {
+            Labels::Ints(_) => DatumType::I64,
+            Labels::Strings(_) => DatumType::String,
+        }
+    }
+}
+
+/// The typed op: a classifier (labels and probabilities) or a regressor (values).
+#[derive(Debug, Clone)]
+struct TreeOp {
+    ensemble: Arc<Ensemble>,
+    labels: Option<Labels>,
+}
+
+impl PartialEq for TreeOp {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ensemble, &other.ensemble) && self.labels == other.labels
+    }
+}
+
+impl Eq for TreeOp {}
+
+impl TreeOp {
+    /// The classes that appear in leaves: one alone out of two means ONNX's binary layout, a
+    /// single score for the positive class.
+    fn single_score(&self) -> Option<usize> {
+        let labels = self.labels.as_ref()?;
+        if labels.len() != 2 {
+            return None;
+        }
+        let first = self.ensemble.weights.first()?.0;
+        self.ensemble
+            .weights
+            .iter()
+            .all(|&(t, _)| t == first)
+            .then_some(first as usize)
+    }
+
+    fn regress(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
+        let e = &self.ensemble;
+        let (rows, width, data) = e.rows(input)?;
+        let mut out = Vec::with_capacity(rows * e.targets);
+        let mut scores = vec![0.0; e.targets];
+        let mut seen = vec![false; e.targets];
+        for row in data.chunks_exact(width.max(1)).take(rows) {
+            e.scores(row, &mut scores, &mut seen);
+            for (t, s) in scores.iter_mut().enumerate() {
+                *s += e.base_values.get(t).copied().unwrap_or(0.0);
+            }
+            e.post_transform.apply(&mut scores);
+            out.extend(scores.iter().map(|&s| s as f32));
+        }
+        Ok(tvec!(
+            tensor1(&out).into_shape(&[rows, e.targets])?.into_tvalue()
+        ))
+    }
+
+    fn classify(&self, input: &Tensor, labels: &Labels) -> TractResult<TVec<TValue>> {
+        let e = &self.ensemble;
+        let (rows, width, data) = e.rows(input)?;
+        let classes = labels.len();
+        let mut winners = Vec::with_capacity(rows);
+        let mut probabilities = Vec::with_capacity(rows * classes);
+        let mut scores = vec![0.0; e.targets];
+        let mut seen = vec![false; e.targets];
+        let single = self.single_score();
+        let all_positive = e.weights.iter().all(|&(_, w)| w >= 0.0);
+        for row in data.chunks_exact(width.max(1)).take(rows) {
+            e.scores(row, &mut scores, &mut seen);
+            if let Some(class) = single {
+                // ONNX's binary layout: one score s for the positive class.
+                let s = scores[class]
+                    + e.base_values
+                        .get(if e.base_values.len() == 2 { class } else { 0 })
+                        .copied()
+                        .unwrap_or(0.0);
+                let positive = if all_positive { s > 0.5 } else { s > 0.0 };
+                winners.push(usize::from(positive));
+                let pair = match e.post_transform {
+                    PostTransform::Logistic => [logistic(-s), logistic(s)],
+                    PostTransform::None if all_positive => [1.0 - s, s],
+                    PostTransform::Probit => [probit(-s), probit(s)],
+                    other => {
+                        let mut pair = [-s, s];
+                        other.apply(&mut pair);
+                        pair
+                    }
+                };
+                probabilities.extend(pair.iter().map(|&p| p as f32));
+            } else {
+                for (t, s) in scores.iter_mut().enumerate() {
+                    *s += e.base_values.get(t).copied().unwrap_or(0.0);
+                }
+                // The first maximum wins, as argmax does in scikit-learn.
+                let mut best = 0;
+                for (t, &s) in scores.iter().enumerate() {
+                    if s > scores[best] {
+                        best = t;
+                    }
+                }
+                winners.push(best);
+                e.post_transform.apply(&mut scores);
+                probabilities.extend(scores.iter().map(|&s| s as f32));
+            }
+        }
+        let labels = match labels {
+            Labels::Ints(values) => {
+                let picked: Vec<i64> = winners.iter().map(|&w| values[w]).collect();
+                tensor1(&picked)
+            }
+            Labels::Strings(values) => {
+                let picked: Vec<String> = winners.iter().map(|&w| values[w].clone()).collect();
+                tensor1(&picked)
+            }
+        };
+        let columns = probabilities.len() / rows.max(1);
+        let probabilities = tensor1(&probabilities).into_shape(&[rows, columns])?;
+        Ok(tvec!(labels.into_tvalue(), probabilities.into_tvalue()))
+    }
+
+    fn probability_columns(&self) -> usize {
+        match (&self.labels, self.single_score()) {
+            (Some(_), Some(_)) => 2,
+            (Some(labels), None) => labels.len(),
+            (None, _) => self.ensemble.targets,
+        }
+    }
+}
+
+impl Op for TreeOp {
+    fn name(&self) -> StaticName {
+        if self.labels.is_some() {
+            "FlatTreeEnsembleClassifier".into()
+        } else {
+            "FlatTreeEnsembleRegressor".into()
+        }
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for TreeOp {
+    fn eval(&self, _ctx: &EvalContext<'_>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| format_err!("tree ensembles take one input"))?;
+        let input = input.cast_to::<f32>()?;
+        match &self.labels {
+            Some(labels) => self.classify(&input, labels),
+            None => self.regress(&input),
+        }
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
+    }
+}
+
+impl TypedOp for TreeOp {
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let rows = inputs[0].shape[0].clone();
+        let scores = f32::fact(&[rows.clone(), self.probability_columns().to_dim()]);
+        Ok(match &self.labels {
+            Some(labels) => tvec!(TypedFact::dt_shape(labels.datum_type(), &[rows]), scores),
+            None => tvec!(scores),
+        })
+    }
+}
+
+/// The inference-time form, which types the outputs and wires [`TreeOp`].
+#[derive(Debug, Clone)]
+struct TreeEnsemble(TreeOp);
+
+impl Expansion for TreeEnsemble {
+    fn name(&self) -> StaticName {
+        Op::name(&self.0)
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(if self.0.labels.is_some() { 2 } else { 1 })
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        s.equals(&inputs[0].rank, 2)?;
+        let scores = match &self.0.labels {
+            Some(labels) => {
+                check_output_arity(outputs, 2)?;
+                s.equals(&outputs[0].datum_type, labels.datum_type())?;
+                s.equals(&outputs[0].rank, 1)?;
+                s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+                &outputs[1]
+            }
+            None => {
+                check_output_arity(outputs, 1)?;
+                &outputs[0]
+            }
+        };
+        s.equals(&scores.datum_type, DatumType::F32)?;
+        s.equals(&scores.rank, 2)?;
+        s.equals(&scores.shape[0], &inputs[0].shape[0])?;
+        s.equals(&scores.shape[1], self.0.probability_columns().to_dim())?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, self.0.clone(), inputs)
+    }
+}
+
+pub(crate) fn classifier(_ctx: &ParsingContext<'_>, node: &NodeProto) -> Built {
+    let labels = match (
+        attributes::ints(node, "classlabels_int64s").filter(|v| !v.is_empty()),
+        attributes::strings(node, "classlabels_strings")?.filter(|v| !v.is_empty()),
+    ) {
+        (Some(ints), None) => Labels::Ints(ints.to_vec()),
+        (None, Some(strings)) => Labels::Strings(strings),
+        _ => bail!(
+            "TreeEnsembleClassifier needs exactly one of classlabels_int64s and classlabels_strings"
+        ),
+    };
+    let ensemble = Ensemble::parse(node, "class", labels.len())?;
+    if ensemble.aggregate != Aggregate::Sum {
+        bail!("TreeEnsembleClassifier sums its trees");
+    }
+    Ok((
+        expand(TreeEnsemble(TreeOp {
+            ensemble: Arc::new(ensemble),
+            labels: Some(labels),
+        })),
+        vec![],
+    ))
+}
+
+pub(crate) fn regressor(_ctx: &ParsingContext<'_>, node: &NodeProto) -> Built {
+    let targets = attributes::int(node, "n_targets").unwrap_or(1);
+    let targets = usize::try_from(targets)
+        .ok()
+        .filter(|&t| t > 0)
+        .ok_or_else(|| format_err!("TreeEnsembleRegressor: n_targets must be positive"))?;
+    let ensemble = Ensemble::parse(node, "target", targets)?;
+    Ok((
+        expand(TreeEnsemble(TreeOp {
+            ensemble: Arc::new(ensemble),
+            labels: None,
+        })),
+        vec![],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probit_inverts_the_normal_cdf() {
+        // Φ⁻¹ at a few points (scipy.stats.norm.ppf).
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_054),
+            (0.1, -1.281_551_565_544_600_5),
+            (0.999, 3.090_232_306_167_813_5),
+        ] {
+            assert!((probit(p) - z).abs() < 1e-9, "probit({p}) = {}", probit(p));
+        }
+    }
+
+    #[test]
+    fn softmax_zero_leaves_zeros() {
+        let mut v = [0.0, 1.0, 2.0];
+        softmax(&mut v, true);
+        assert_eq!(v[0], 0.0);
+        assert!((v[1] + v[2] - 1.0).abs() < 1e-12);
+        assert!(v[2] > v[1]);
+    }
+}
