@@ -678,6 +678,7 @@ async fn onnx_infer(
                 flywheel_inference::OutputData::I64(v) => json!(v),
                 flywheel_inference::OutputData::F32(v) => json!(v),
                 flywheel_inference::OutputData::F64(v) => json!(v),
+                flywheel_inference::OutputData::Strings(v) => json!(v),
             };
             json!({"name": o.name, "datatype": o.data.datatype(), "shape": o.shape, "data": data})
         })

@@ -207,6 +207,12 @@ struct Ensemble {
     post_transform: PostTransform,
     /// Columns read; an input narrower than this is refused.
     width: usize,
+    /// Every split is `x <= threshold` with no missing-value routing: the fast walk applies.
+    only_leq: bool,
+    /// The one class every leaf writes to, if there is one (ONNX's binary layout).
+    single_class: Option<u32>,
+    /// No negative leaf weight (probabilities rather than margins).
+    all_positive: bool,
 }
 
 impl Ensemble {
@@ -337,10 +343,21 @@ impl Ensemble {
             Some("MAX") => Aggregate::Max,
             Some(other) => bail!("unknown aggregate_function {other}"),
         };
+        let only_leq = nodes
+            .iter()
+            .all(|n| n.mode == Mode::Leaf || (n.mode == Mode::Leq && !n.missing_goes_true));
+        let single_class = weights
+            .first()
+            .map(|w| w.0)
+            .filter(|&first| weights.iter().all(|w| w.0 == first));
+        let all_positive = weights.iter().all(|w| w.1 >= 0.0);
         let ensemble = Ensemble {
             nodes,
             roots,
             weights,
+            only_leq,
+            single_class,
+            all_positive,
             targets,
             aggregate,
             base_values,
@@ -399,30 +416,61 @@ impl Ensemble {
         }
     }
 
-    /// Raw aggregated scores of one row (before base values and post transform); `seen`
-    /// marks the targets some leaf wrote to.
-    fn scores(&self, row: &[f32], scores: &mut [f64], seen: &mut [bool]) {
-        scores.iter_mut().for_each(|s| *s = 0.0);
-        seen.iter_mut().for_each(|s| *s = false);
+    /// The leaf one tree sends `row` to, when every split is `<=` (most exports).
+    #[inline]
+    fn leaf_leq(&self, root: u32, row: &[f32]) -> &Node {
+        let mut node = &self.nodes[root as usize];
+        while node.mode != Mode::Leaf {
+            let next = if row[node.feature as usize] <= node.threshold {
+                node.true_child
+            } else {
+                node.false_child
+            };
+            node = &self.nodes[next as usize];
+        }
+        node
+    }
+
+    /// Raw aggregated scores (before base values and post transform), `targets` per row.
+    /// Trees are the outer loop so each stays in cache across the rows of a batch.
+    fn scores(&self, data: &[f32], width: usize, rows: usize) -> Vec<f64> {
+        let targets = self.targets;
+        let mut scores = vec![0.0; rows * targets];
+        let extremes = matches!(self.aggregate, Aggregate::Min | Aggregate::Max);
+        let mut seen = vec![false; if extremes { rows * targets } else { 0 }];
         for &root in &self.roots {
-            let leaf = self.leaf(root, row);
-            for &(target, weight) in
-                &self.weights[leaf.true_child as usize..leaf.false_child as usize]
-            {
-                let t = target as usize;
-                scores[t] = match self.aggregate {
-                    Aggregate::Sum | Aggregate::Average => scores[t] + weight,
-                    Aggregate::Min if seen[t] => scores[t].min(weight),
-                    Aggregate::Max if seen[t] => scores[t].max(weight),
-                    Aggregate::Min | Aggregate::Max => weight,
+            for (r, row) in data.chunks_exact(width).take(rows).enumerate() {
+                let leaf = if self.only_leq {
+                    self.leaf_leq(root, row)
+                } else {
+                    self.leaf(root, row)
                 };
-                seen[t] = true;
+                let out = &mut scores[r * targets..(r + 1) * targets];
+                let leaf_weights =
+                    &self.weights[leaf.true_child as usize..leaf.false_child as usize];
+                if !extremes {
+                    for &(t, w) in leaf_weights {
+                        out[t as usize] += w;
+                    }
+                    continue;
+                }
+                let seen = &mut seen[r * targets..(r + 1) * targets];
+                for &(t, w) in leaf_weights {
+                    let t = t as usize;
+                    out[t] = match self.aggregate {
+                        Aggregate::Min if seen[t] => out[t].min(w),
+                        Aggregate::Max if seen[t] => out[t].max(w),
+                        _ => w,
+                    };
+                    seen[t] = true;
+                }
             }
         }
         if self.aggregate == Aggregate::Average {
             let trees = self.roots.len() as f64;
             scores.iter_mut().for_each(|s| *s /= trees);
         }
+        scores
     }
 
     fn rows<'a>(&self, input: &'a Tensor) -> TractResult<(usize, usize, &'a [f32])> {
@@ -484,33 +532,26 @@ impl PartialEq for TreeOp {
 impl Eq for TreeOp {}
 
 impl TreeOp {
-    /// The classes that appear in leaves: one alone out of two means ONNX's binary layout, a
-    /// single score for the positive class.
+    /// One class alone out of two in the leaves means ONNX's binary layout: a single score
+    /// for that class.
     fn single_score(&self) -> Option<usize> {
         let labels = self.labels.as_ref()?;
-        if labels.len() != 2 {
-            return None;
-        }
-        let first = self.ensemble.weights.first()?.0;
-        self.ensemble
-            .weights
-            .iter()
-            .all(|&(t, _)| t == first)
-            .then_some(first as usize)
+        (labels.len() == 2)
+            .then_some(self.ensemble.single_class)
+            .flatten()
+            .map(|c| c as usize)
     }
 
     fn regress(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
         let e = &self.ensemble;
         let (rows, width, data) = e.rows(input)?;
         let mut out = Vec::with_capacity(rows * e.targets);
-        let mut scores = vec![0.0; e.targets];
-        let mut seen = vec![false; e.targets];
-        for row in data.chunks_exact(width.max(1)).take(rows) {
-            e.scores(row, &mut scores, &mut seen);
+        let mut all = e.scores(data, width.max(1), rows);
+        for scores in all.chunks_exact_mut(e.targets) {
             for (t, s) in scores.iter_mut().enumerate() {
                 *s += e.base_values.get(t).copied().unwrap_or(0.0);
             }
-            e.post_transform.apply(&mut scores);
+            e.post_transform.apply(scores);
             out.extend(scores.iter().map(|&s| s as f32));
         }
         Ok(tvec!(
@@ -524,12 +565,10 @@ impl TreeOp {
         let classes = labels.len();
         let mut winners = Vec::with_capacity(rows);
         let mut probabilities = Vec::with_capacity(rows * classes);
-        let mut scores = vec![0.0; e.targets];
-        let mut seen = vec![false; e.targets];
         let single = self.single_score();
-        let all_positive = e.weights.iter().all(|&(_, w)| w >= 0.0);
-        for row in data.chunks_exact(width.max(1)).take(rows) {
-            e.scores(row, &mut scores, &mut seen);
+        let all_positive = e.all_positive;
+        let mut all = e.scores(data, width.max(1), rows);
+        for scores in all.chunks_exact_mut(e.targets) {
             if let Some(class) = single {
                 // ONNX's binary layout: one score s for the positive class.
                 let s = scores[class]
@@ -562,7 +601,7 @@ impl TreeOp {
                     }
                 }
                 winners.push(best);
-                e.post_transform.apply(&mut scores);
+                e.post_transform.apply(scores);
                 probabilities.extend(scores.iter().map(|&s| s as f32));
             }
         }
