@@ -83,6 +83,18 @@ fn every_exported_family_agrees_with_scikit_learn() {
 }
 
 #[test]
+fn graphs_tract_cannot_run_are_refused_with_the_operator_named() {
+    let r = reference();
+    let refused = r["refused"].as_object().expect("refused");
+    assert!(!refused.is_empty());
+    for (name, operator) in refused {
+        let err = model(name).expect_err("refused");
+        let operator = operator.as_str().expect("operator");
+        assert!(err.to_string().contains(operator), "{name}: {err}");
+    }
+}
+
+#[test]
 fn bad_models_and_bad_input_are_named() {
     let err = OnnxModel::load(b"not a model").expect_err("garbage");
     assert!(matches!(err, OnnxError::Load(_)), "{err}");

@@ -2,19 +2,62 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use flywheel_runtime::ApiJson;
 
 use crate::deployments::{self, Deployment, DeploymentSpec};
-use crate::{AppState, Result};
+use crate::{AppState, DeployerError, Result};
 
 /// The routes.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/deployments", get(list)).route(
-        "/api/v1/deployments/{name}",
-        get(show).put(replace).delete(remove),
-    )
+    Router::new()
+        .route("/api/v1/deployments", get(list))
+        .route(
+            "/api/v1/deployments/{name}",
+            get(show).put(replace).delete(remove),
+        )
+        .route(
+            "/api/v1/deployments/{name}/versions/{version}/fault",
+            put(inject_fault),
+        )
+}
+
+/// A fault to inject: a share of server errors and added latency.
+#[derive(Debug, serde::Deserialize)]
+struct FaultSpec {
+    #[serde(default)]
+    error_percent: u8,
+    #[serde(default)]
+    delay_ms: u32,
+}
+
+/// Injects a fault into a served version (stable or candidate): for chaos tests and game
+/// days, only when the deployer runs with `service.fault_injection = true`.
+async fn inject_fault(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+    ApiJson(spec): ApiJson<FaultSpec>,
+) -> Result<Json<serde_json::Value>> {
+    if !state.fault_injection {
+        return Err(DeployerError::Forbidden(
+            "fault injection is off (service.fault_injection = true turns it on)".into(),
+        ));
+    }
+    if spec.error_percent > 100 {
+        return Err(DeployerError::Invalid("error_percent: 0 to 100".into()));
+    }
+    let loaded = state.serving.version(&name, version).ok_or_else(|| {
+        DeployerError::NotFound(format!("{name} does not serve version {version}"))
+    })?;
+    loaded.fault.set(spec.error_percent, spec.delay_ms);
+    tracing::warn!(deployment = %name, version, error_percent = spec.error_percent, delay_ms = spec.delay_ms, "fault injected");
+    Ok(Json(serde_json::json!({
+        "deployment": name,
+        "version": version,
+        "error_percent": spec.error_percent,
+        "delay_ms": spec.delay_ms,
+    })))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<Deployment>>> {

@@ -35,6 +35,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
 }
 
 async fn apply(state: &AppState, event: &Event) -> Result<()> {
+    let mut moved_alias = None;
     let model = match event {
         Event::ModelVersionRegistered(e) => {
             state
@@ -66,6 +67,7 @@ async fn apply(state: &AppState, event: &Event) -> Result<()> {
             e.model.clone()
         }
         Event::ModelVersionAliasChanged(e) => {
+            moved_alias = Some(e.alias.clone());
             match e.version {
                 Some(version) => {
                     state
@@ -107,6 +109,10 @@ async fn apply(state: &AppState, event: &Event) -> Result<()> {
         _ => return Ok(()),
     };
     for deployment in crate::deployments::of_model(&state.db, &model, None).await? {
+        // A moved alias is a new decision: a version rolled back before may be tried again.
+        if deployment.rolled_back_version.is_some() && deployment.alias == moved_alias {
+            crate::deployments::set_rolled_back(state, &deployment.name, None).await?;
+        }
         match crate::deployments::activate(state, &deployment.name).await {
             Ok(()) | Err(DeployerError::Load(_)) => {}
             Err(e) => return Err(e),

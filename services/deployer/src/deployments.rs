@@ -26,6 +26,9 @@ pub struct Deployment {
     pub version: Option<i32>,
     /// Version it last served successfully (what it falls back to when a load fails).
     pub serving_version: Option<i32>,
+    /// Version whose rollout was rolled back; not tried again until the alias moves or the
+    /// deployment is replaced.
+    pub rolled_back_version: Option<i32>,
     /// How new versions replace the serving one.
     pub strategy: RolloutStrategy,
     /// What a new version must hold to during a rollout.
@@ -64,22 +67,45 @@ fn direct() -> RolloutStrategy {
     RolloutStrategy::Direct
 }
 
-/// Service levels a rolling-out version must keep; breaking one rolls it back.
+/// Service levels a rolling-out version must keep, judged at the end of every canary step
+/// (and of a shadow run) against the serving version's numbers over the same time; breaking
+/// one rolls it back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
-    /// Largest share of requests failing on the server side.
-    #[serde(default = "default_error_rate")]
-    pub max_error_rate: f64,
-    /// Largest 99th-percentile latency, milliseconds (none: unchecked).
+    /// The candidate's server-error rate may exceed the serving version's by this much.
+    #[serde(default = "default_error_rate_margin")]
+    pub error_rate_margin: f64,
+    /// The candidate's p99 latency may exceed the serving version's by this fraction...
+    #[serde(default = "default_latency_margin")]
+    pub latency_margin: f64,
+    /// ...plus this many milliseconds (so microsecond-level noise never fails a rollout).
+    #[serde(default = "default_latency_slack_ms")]
+    pub latency_slack_ms: f64,
+    /// An absolute ceiling on the candidate's error rate, whatever the serving version does.
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    /// An absolute ceiling on the candidate's p99 latency, milliseconds.
     #[serde(default)]
     pub max_p99_latency_ms: Option<f64>,
+    /// In shadow: the largest share of mirrored answers that may differ from the serving
+    /// version's (none: differences are reported, not judged).
+    #[serde(default)]
+    pub max_disagreement_rate: Option<f64>,
     /// Requests a step needs before it is judged; fewer pass.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
 }
 
-fn default_error_rate() -> f64 {
+fn default_error_rate_margin() -> f64 {
     0.01
+}
+
+fn default_latency_margin() -> f64 {
+    0.5
+}
+
+fn default_latency_slack_ms() -> f64 {
+    5.0
 }
 
 fn default_min_requests() -> u64 {
@@ -89,8 +115,12 @@ fn default_min_requests() -> u64 {
 impl Default for Slo {
     fn default() -> Self {
         Self {
-            max_error_rate: default_error_rate(),
+            error_rate_margin: default_error_rate_margin(),
+            latency_margin: default_latency_margin(),
+            latency_slack_ms: default_latency_slack_ms(),
+            max_error_rate: None,
             max_p99_latency_ms: None,
+            max_disagreement_rate: None,
             min_requests: default_min_requests(),
         }
     }
@@ -104,6 +134,7 @@ fn from_row(row: &QueryResult) -> Result<Deployment> {
         alias: row.try_get("", "alias")?,
         version: row.try_get("", "version")?,
         serving_version: row.try_get("", "serving_version")?,
+        rolled_back_version: row.try_get("", "rolled_back_version")?,
         strategy: serde_json::from_str(&row.try_get::<String>("", "strategy")?)
             .unwrap_or(RolloutStrategy::Direct),
         slo: serde_json::from_str(&row.try_get::<String>("", "slo")?).unwrap_or_default(),
@@ -122,6 +153,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             Deployments::Alias,
             Deployments::Version,
             Deployments::ServingVersion,
+            Deployments::RolledBackVersion,
             Deployments::Strategy,
             Deployments::Slo,
             Deployments::Status,
@@ -234,6 +266,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                             Deployments::Detail,
                             Deployments::UpdatedAt,
                         ])
+                        .value(Deployments::RolledBackVersion, Option::<i32>::None)
                         .to_owned(),
                 )
                 .to_owned(),
@@ -352,6 +385,25 @@ async fn set_state(
     Ok(())
 }
 
+/// Remembers (or, with `None`, forgets) the version a deployment rolled back from.
+pub(crate) async fn set_rolled_back(
+    state: &AppState,
+    name: &str,
+    version: Option<i32>,
+) -> Result<()> {
+    state
+        .db
+        .execute(
+            &Query::update()
+                .table(Deployments::Table)
+                .value(Deployments::RolledBackVersion, version)
+                .and_where(Expr::col(Deployments::Name).eq(name))
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Records that `version` serves now (what a restart falls back to).
 pub(crate) async fn served(state: &AppState, name: &str, version: i32) -> Result<()> {
     state
@@ -435,11 +487,18 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
         }
     }
     if let Some(current) = state.serving.get(name)
-        && current.version == wanted
         && current.model_name == deployment.model
     {
-        crate::rollouts::cancel(state, name);
-        return Ok(());
+        if current.version == wanted {
+            crate::rollouts::cancel(state, name);
+            return Ok(());
+        }
+        // Already rolling it out, or it was rolled back: keep things as they are.
+        if state.serving.version(name, wanted).is_some()
+            || deployment.rolled_back_version == Some(version)
+        {
+            return Ok(());
+        }
     }
     let Some(package) = package_of(&state.db, &deployment.model, version).await? else {
         let detail = format!(

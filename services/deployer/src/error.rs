@@ -15,12 +15,18 @@ pub enum DeployerError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The operation is switched off in this deployer's configuration.
+    #[error("{0}")]
+    Forbidden(String),
     /// The deployment exists but serves nothing yet.
     #[error("{0}")]
     NotReady(String),
     /// A model package could not be fetched, verified or loaded.
     #[error("{0}")]
     Load(String),
+    /// A fault injected on purpose (chaos testing).
+    #[error("{0}")]
+    Fault(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -34,8 +40,11 @@ impl DeployerError {
         match self {
             DeployerError::NotFound(_) => StatusCode::NOT_FOUND,
             DeployerError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DeployerError::Forbidden(_) => StatusCode::FORBIDDEN,
             DeployerError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DeployerError::Load(_) | DeployerError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            DeployerError::Load(_) | DeployerError::Fault(_) | DeployerError::Db(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -45,8 +54,11 @@ impl IntoResponse for DeployerError {
         match self {
             DeployerError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             DeployerError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
+            DeployerError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m).into_response(),
             DeployerError::NotReady(m) => ApiError::new(ErrorCode::Unavailable, m).into_response(),
-            DeployerError::Load(m) => ApiError::internal(m).into_response(),
+            DeployerError::Load(m) | DeployerError::Fault(m) => {
+                ApiError::internal(m).into_response()
+            }
             DeployerError::Db(e) => ApiError::internal(e).into_response(),
         }
     }

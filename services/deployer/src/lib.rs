@@ -55,6 +55,10 @@ pub struct AppState {
         Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
     /// The service's shutdown, which ends rollouts too.
     pub(crate) shutdown: CancellationToken,
+    /// Share of requests whose predictions are logged (0 to 1).
+    pub(crate) log_sample_rate: f64,
+    /// Whether the API may inject faults into served versions (chaos tests).
+    pub(crate) fault_injection: bool,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -67,10 +71,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> ServiceResult {
+    let config_error = |e: String| flywheel_runtime::ServiceError::Config(e);
+    let log_sample_rate: f64 = settings.option("prediction_log_sample_rate", 1.0)?;
+    if !(0.0..=1.0).contains(&log_sample_rate) {
+        return Err(config_error(
+            "service.prediction_log_sample_rate: a share from 0 to 1".into(),
+        ));
+    }
+    let log_buffer: usize = settings.option("prediction_log_buffer", 10_000)?;
+    if log_buffer == 0 {
+        return Err(config_error(
+            "service.prediction_log_buffer: at least 1".into(),
+        ));
+    }
+    let fault_injection: bool = settings.option("fault_injection", false)?;
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
-    let (logs, queue) = tokio::sync::mpsc::channel(10_000);
+    let (logs, queue) = tokio::sync::mpsc::channel(log_buffer);
     let state = AppState {
         db: kit.database()?.clone(),
         bus: kit.bus.clone(),
@@ -79,6 +97,8 @@ pub async fn run(
         logs,
         rollouts: Arc::default(),
         shutdown: kit.shutdown.clone(),
+        log_sample_rate,
+        fault_injection,
     };
     kit.start_outbox()?;
     kit.spawn(logs::publish(kit.bus.clone(), queue, kit.shutdown.clone()));

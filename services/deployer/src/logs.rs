@@ -26,6 +26,12 @@ fn value(v: &Value) -> serde_json::Value {
     }
 }
 
+/// Whether this request's predictions are logged (`service.prediction_log_sample_rate`).
+fn sampled(state: &AppState) -> bool {
+    let rate = state.log_sample_rate;
+    rate >= 1.0 || (rate > 0.0 && rand::random::<f64>() < rate)
+}
+
 /// Queues one `prediction.logged` per row.
 pub(crate) fn log(
     state: &AppState,
@@ -36,6 +42,9 @@ pub(crate) fn log(
     latency: Duration,
     shadow: bool,
 ) {
+    if !sampled(state) {
+        return;
+    }
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     let crate::serving::Served::Flywheel(model) = &loaded.served else {
         return;
@@ -102,7 +111,11 @@ pub(crate) fn log_tensors(
     width: usize,
     outputs: &[serde_json::Value],
     latency: Duration,
+    shadow: bool,
 ) {
+    if !sampled(state) {
+        return;
+    }
     let rows = input.len().checked_div(width).unwrap_or(0);
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     for i in 0..rows {
@@ -141,7 +154,7 @@ pub(crate) fn log_tensors(
                 inputs,
                 outputs: per_row,
                 latency_us,
-                shadow: false,
+                shadow,
             }),
         );
     }

@@ -13,8 +13,39 @@ flywheel_db::migrator!(
         flywheel_db::inbox::CreateInbox::new("deployer"),
         flywheel_runtime::outbox::CreateOutbox::new("deployer"),
         CreateDeployments,
+        RememberRollbacks,
     ]
 );
+
+/// The version a deployment rolled back from, so it is not rolled out again until its alias
+/// moves or the deployment is replaced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RememberRollbacks;
+
+impl MigrationName for RememberRollbacks {
+    fn name(&self) -> &str {
+        "m0003_deployer_remember_rollbacks"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for RememberRollbacks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Deployments::Table)
+                    .add_column(
+                        ColumnDef::new(Deployments::RolledBackVersion)
+                            .integer()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
 
 /// Known versions and deployments.
 #[derive(Debug, Clone, Copy)]

@@ -11,12 +11,12 @@ use std::time::Duration;
 use flywheel_events::Event;
 use flywheel_events::payloads::{
     DeploymentRolledBack, DeploymentRolledOut, DeploymentRolloutStarted, DeploymentTrafficShifted,
-    RolloutStrategy, TrafficSplit,
+    RolloutStrategy, TrafficSplit, VersionMeasurement,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::deployments::{self, Deployment, Slo};
-use crate::serving::{Loaded, Stats};
+use crate::serving::{Candidate, Loaded, Stats};
 use crate::{AppState, DeployerError, Result};
 
 /// Checks a strategy and SLO before they are stored.
@@ -42,18 +42,38 @@ pub(crate) fn validate(strategy: &RolloutStrategy, slo: &Slo) -> Result<()> {
             ));
         }
     }
-    if !(0.0..=1.0).contains(&slo.max_error_rate) {
-        return Err(DeployerError::Invalid("slo.max_error_rate: 0 to 1".into()));
+    let share = |v: f64| (0.0..=1.0).contains(&v);
+    let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+    let checks = [
+        (
+            "slo.error_rate_margin: 0 to 1",
+            share(slo.error_rate_margin),
+        ),
+        (
+            "slo.max_error_rate: 0 to 1",
+            slo.max_error_rate.is_none_or(share),
+        ),
+        (
+            "slo.max_disagreement_rate: 0 to 1",
+            slo.max_disagreement_rate.is_none_or(share),
+        ),
+        (
+            "slo.latency_margin: a number >= 0",
+            non_negative(slo.latency_margin),
+        ),
+        (
+            "slo.latency_slack_ms: a number >= 0",
+            non_negative(slo.latency_slack_ms),
+        ),
+        (
+            "slo.max_p99_latency_ms: a number >= 0",
+            slo.max_p99_latency_ms.is_none_or(non_negative),
+        ),
+    ];
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((message, _)) => Err(DeployerError::Invalid((*message).into())),
+        None => Ok(()),
     }
-    if slo
-        .max_p99_latency_ms
-        .is_some_and(|v| !(v.is_finite() && v >= 0.0))
-    {
-        return Err(DeployerError::Invalid(
-            "slo.max_p99_latency_ms: a number >= 0".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Ends the rollout in progress of a deployment, if any, dropping its candidate.
@@ -88,24 +108,88 @@ pub(crate) fn start(state: &AppState, deployment: Deployment, from: u32, loaded:
     });
 }
 
-/// Why the candidate breaks the SLO, if it does.
-fn breach(stats: &Stats, slo: &Slo) -> Option<String> {
-    let (requests, error_rate, p99) = stats.summary();
-    if requests < slo.min_requests {
+/// One version's numbers over the step.
+fn measure(version: u32, stats: &Stats, disagreement_rate: Option<f64>) -> VersionMeasurement {
+    let (requests, error_rate, p99_latency_ms) = stats.summary();
+    VersionMeasurement {
+        version,
+        requests,
+        error_rate,
+        p99_latency_ms,
+        disagreement_rate,
+    }
+}
+
+/// Why the candidate breaks the SLO, if it does: against the serving version's numbers (by
+/// the margins), then against the absolute ceilings.
+fn breach(
+    candidate: &VersionMeasurement,
+    stable: &VersionMeasurement,
+    slo: &Slo,
+) -> Option<String> {
+    let n = candidate.requests;
+    if n < slo.min_requests {
         return None;
     }
-    if error_rate > slo.max_error_rate {
+    let judged_against_stable = stable.requests >= slo.min_requests;
+    if judged_against_stable && candidate.error_rate > stable.error_rate + slo.error_rate_margin {
         return Some(format!(
-            "error rate {error_rate:.4} above {} over {requests} requests",
-            slo.max_error_rate
+            "error rate {:.4} above the serving version's {:.4} + {} over {n} requests",
+            candidate.error_rate, stable.error_rate, slo.error_rate_margin
         ));
     }
-    match slo.max_p99_latency_ms {
-        Some(limit) if p99 > limit => Some(format!(
-            "p99 latency {p99:.3} ms above {limit} ms over {requests} requests"
-        )),
-        _ => None,
+    if let Some(limit) = slo.max_error_rate
+        && candidate.error_rate > limit
+    {
+        return Some(format!(
+            "error rate {:.4} above {limit} over {n} requests",
+            candidate.error_rate
+        ));
     }
+    let allowed = stable.p99_latency_ms * (1.0 + slo.latency_margin) + slo.latency_slack_ms;
+    if judged_against_stable && candidate.p99_latency_ms > allowed {
+        return Some(format!(
+            "p99 latency {:.3} ms above the serving version's {:.3} ms × {} + {} ms over {n} requests",
+            candidate.p99_latency_ms,
+            stable.p99_latency_ms,
+            1.0 + slo.latency_margin,
+            slo.latency_slack_ms
+        ));
+    }
+    if let Some(limit) = slo.max_p99_latency_ms
+        && candidate.p99_latency_ms > limit
+    {
+        return Some(format!(
+            "p99 latency {:.3} ms above {limit} ms over {n} requests",
+            candidate.p99_latency_ms
+        ));
+    }
+    if let (Some(limit), Some(rate)) = (slo.max_disagreement_rate, candidate.disagreement_rate)
+        && rate > limit
+    {
+        return Some(format!(
+            "{:.2}% of mirrored answers differ from the serving version's (limit {:.2}%)",
+            rate * 100.0,
+            limit * 100.0
+        ));
+    }
+    None
+}
+
+/// The candidate's and the stable version's numbers, and the breach if any.
+fn judge(
+    candidate: &Candidate,
+    from: u32,
+    slo: &Slo,
+) -> (VersionMeasurement, VersionMeasurement, Option<String>) {
+    let measured = measure(
+        candidate.loaded.version,
+        &candidate.stats,
+        candidate.disagreement_rate(),
+    );
+    let stable = measure(from, &candidate.baseline, None);
+    let verdict = breach(&measured, &stable, slo);
+    (measured, stable, verdict)
 }
 
 async fn drive(
@@ -157,7 +241,7 @@ async fn drive(
                 candidate
                     .percent
                     .store(*percent, std::sync::atomic::Ordering::Relaxed);
-                candidate.stats.reset();
+                candidate.reset();
                 let shifted = Event::DeploymentTrafficShifted(DeploymentTrafficShifted {
                     deployment: name.to_owned(),
                     rollout_id: rollout_id.clone(),
@@ -183,8 +267,9 @@ async fn drive(
                     () = token.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_secs(*step_seconds)) => {}
                 }
-                if let Some(reason) = breach(&candidate.stats, &deployment.slo) {
-                    verdict = Some(reason);
+                let judged = judge(&candidate, from, &deployment.slo);
+                if judged.2.is_some() {
+                    verdict = Some(judged);
                     break;
                 }
             }
@@ -195,7 +280,9 @@ async fn drive(
                 () = token.cancelled() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_secs(*duration_seconds)) => {}
             }
-            breach(&candidate.stats, &deployment.slo)
+            let judged = judge(&candidate, from, &deployment.slo);
+            tracing::info!(deployment = name, from, to, disagreement_rate = ?judged.0.disagreement_rate, "shadow run ended");
+            judged.2.is_some().then_some(judged)
         }
         RolloutStrategy::BlueGreen | RolloutStrategy::Direct => None,
     };
@@ -203,14 +290,18 @@ async fn drive(
         return Ok(());
     }
     match verdict {
-        Some(reason) => {
+        Some((measured, stable, reason)) => {
+            let reason = reason.unwrap_or_default();
             state.serving.end_candidate(name, false);
+            deployments::set_rolled_back(state, name, i32::try_from(to).ok()).await?;
             tracing::warn!(deployment = name, from, to, %reason, "rolled back");
             let event = Event::DeploymentRolledBack(DeploymentRolledBack {
                 deployment: name.to_owned(),
                 rollout_id,
                 to_version: Some(from),
                 reason: reason.clone(),
+                candidate: Some(measured),
+                stable: Some(stable),
             });
             deployments::announce(
                 state,
@@ -222,6 +313,16 @@ async fn drive(
             .await
         }
         None => {
+            let detail = match (shadow, candidate.disagreement_rate()) {
+                (true, Some(rate)) => format!(
+                    "promoted after shadow: {:.1}% of {} mirrored answers differed",
+                    rate * 100.0,
+                    candidate
+                        .compared
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                ),
+                _ => String::new(),
+            };
             state.serving.end_candidate(name, true);
             deployments::served(state, name, i32::try_from(to).unwrap_or(i32::MAX)).await?;
             tracing::info!(deployment = name, from, to, "rolled out");
@@ -231,7 +332,7 @@ async fn drive(
                 model: deployment.model.clone(),
                 version: to,
             });
-            deployments::announce(state, deployment, "serving", "", event).await
+            deployments::announce(state, deployment, "serving", &detail, event).await
         }
     }
 }

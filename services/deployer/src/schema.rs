@@ -29,6 +29,7 @@ pub(crate) enum Deployments {
     Status,
     Detail,
     UpdatedAt,
+    RolledBackVersion,
 }
 
 /// Where each model's aliases point (from `model.version.alias_changed`).

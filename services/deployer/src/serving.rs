@@ -2,7 +2,7 @@
 //! loaded. Requests clone an `Arc` under a short read lock; no lock is held while predicting.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use flywheel_artifacts::ArtifactStore;
@@ -25,6 +25,39 @@ pub struct Loaded {
     pub served: Served,
     /// Inputs and outputs.
     pub signature: Signature,
+    /// Faults injected into this version (chaos tests, game days); none by default.
+    pub fault: Fault,
+}
+
+/// Injected failures and slowness of one loaded version, set through the deployment API when
+/// the deployer runs with `service.fault_injection = true`.
+#[derive(Debug, Default)]
+pub struct Fault {
+    /// Percent of requests answered with a server error.
+    pub error_percent: AtomicU8,
+    /// Added latency, milliseconds.
+    pub delay_ms: AtomicU32,
+    counter: AtomicU64,
+}
+
+impl Fault {
+    /// Sets the fault (zeros clear it).
+    pub fn set(&self, error_percent: u8, delay_ms: u32) {
+        self.error_percent
+            .store(error_percent.min(100), Ordering::Relaxed);
+        self.delay_ms.store(delay_ms, Ordering::Relaxed);
+    }
+
+    /// (delay, whether this request fails); errors spread evenly like traffic shares.
+    fn next(&self) -> (u32, bool) {
+        let percent = self.error_percent.load(Ordering::Relaxed);
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if percent == 0 {
+            return (delay, false);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        (delay, takes(n, percent))
+    }
 }
 
 /// Requests, server errors and latencies of one version during a rollout step.
@@ -98,6 +131,40 @@ pub struct Candidate {
     pub shadow: bool,
     /// Its numbers in the current step.
     pub stats: Arc<Stats>,
+    /// The stable version's numbers over the same step, which the candidate is judged against.
+    pub baseline: Arc<Stats>,
+    /// In shadow: mirrored answers compared with the stable ones, and how many differed.
+    pub compared: AtomicU64,
+    /// See `compared`.
+    pub differing: AtomicU64,
+}
+
+impl Candidate {
+    /// Records one shadow comparison.
+    pub fn compare(&self, same: bool) {
+        self.compared.fetch_add(1, Ordering::Relaxed);
+        if !same {
+            self.differing.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("flywheel_deployer_shadow_disagreements_total",
+                "deployment" => self.loaded.deployment.clone(),
+                "version" => self.loaded.version.to_string())
+            .increment(1);
+        }
+    }
+
+    /// Share of compared answers that differed (None before any comparison).
+    pub fn disagreement_rate(&self) -> Option<f64> {
+        let compared = self.compared.load(Ordering::Relaxed);
+        (compared > 0).then(|| self.differing.load(Ordering::Relaxed) as f64 / compared as f64)
+    }
+
+    /// Starts a new step: both versions' numbers afresh.
+    pub fn reset(&self) {
+        self.stats.reset();
+        self.baseline.reset();
+        self.compared.store(0, Ordering::Relaxed);
+        self.differing.store(0, Ordering::Relaxed);
+    }
 }
 
 /// One deployment's versions.
@@ -136,8 +203,8 @@ pub enum Served {
 }
 
 impl Route {
-    /// Records an answered request in the rollout's numbers (when it went to a candidate);
-    /// returns how long it took.
+    /// Records an answered request in the rollout's numbers (during a rollout); returns how
+    /// long it took.
     pub fn answered(&self, started: std::time::Instant) -> std::time::Duration {
         let elapsed = started.elapsed();
         if let Some(stats) = &self.primary_stats {
@@ -147,6 +214,33 @@ impl Route {
             );
         }
         elapsed
+    }
+
+    /// Records a server-side failure of the answering version.
+    pub fn failed(&self, started: std::time::Instant) {
+        if let Some(stats) = &self.primary_stats {
+            stats.record(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                true,
+            );
+        }
+    }
+
+    /// Applies the answering version's injected fault, if any: waits out the delay, then
+    /// fails the request when its share of errors says so.
+    pub async fn inject(&self, started: std::time::Instant) -> Result<()> {
+        let (delay, fail) = self.primary.fault.next();
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
+        }
+        if fail {
+            self.failed(started);
+            return Err(DeployerError::Fault(format!(
+                "injected fault in {} version {}",
+                self.primary.deployment, self.primary.version
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -186,12 +280,17 @@ impl Serving {
         match &slot.candidate {
             Some(c) if c.shadow => Some(Route {
                 primary: slot.stable.clone(),
-                primary_stats: None,
+                primary_stats: Some(c.baseline.clone()),
                 shadow: Some(c.clone()),
             }),
             Some(c) if takes(n, c.percent.load(Ordering::Relaxed)) => Some(Route {
                 primary: c.loaded.clone(),
                 primary_stats: Some(c.stats.clone()),
+                shadow: None,
+            }),
+            Some(c) => Some(Route {
+                primary: slot.stable.clone(),
+                primary_stats: Some(c.baseline.clone()),
                 shadow: None,
             }),
             _ => Some(Route {
@@ -234,6 +333,9 @@ impl Serving {
             percent: AtomicU8::new(percent.min(100)),
             shadow,
             stats: Arc::new(Stats::default()),
+            baseline: Arc::new(Stats::default()),
+            compared: AtomicU64::new(0),
+            differing: AtomicU64::new(0),
         });
         map.insert(
             candidate.loaded.deployment.clone(),
@@ -316,6 +418,7 @@ pub(crate) async fn load(
         version,
         served,
         signature: manifest.signature,
+        fault: Fault::default(),
     })
 }
 

@@ -160,6 +160,9 @@ fn predict_routed(
             mirrored.is_err(),
         );
         if let Ok(mirrored) = mirrored {
+            for (ours, theirs) in predictions.iter().zip(&mirrored) {
+                shadow.compare(same_prediction(ours, theirs));
+            }
             crate::logs::log(
                 state,
                 &shadow.loaded,
@@ -172,6 +175,14 @@ fn predict_routed(
         }
     }
     Ok(predictions)
+}
+
+/// Whether a mirrored answer is the serving one's: same label, or a value within 1e-9.
+fn same_prediction(a: &flywheel_model::Prediction, b: &flywheel_model::Prediction) -> bool {
+    match (&a.label, &b.label) {
+        (Some(x), Some(y)) => x == y,
+        _ => (a.value - b.value).abs() <= 1e-9 * a.value.abs().max(1.0),
+    }
 }
 
 fn metadata(loaded: &Loaded) -> Json_ {
@@ -495,6 +506,7 @@ async fn run_infer(
     let loaded = route.primary.clone();
     // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
     let request = parse_request(&headers, &body)?;
+    route.inject(started).await?;
     let id = request
         .id
         .clone()
@@ -584,6 +596,7 @@ async fn predict_records(
             .collect::<Vec<_>>();
         rows.push(row);
     }
+    route.inject(started).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let predictions = predict_routed(&state, &route, &id, &rows, started)?;
     let classes = match &flywheel_model(&loaded)?.task {
@@ -665,13 +678,115 @@ async fn onnx_infer(
             _ => Err(invalid(format!("input {}: numbers only", input.name))),
         })
         .collect::<Result<_, _>>()?;
-    let runner = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || runner.run(n, data))
-        .await
-        .map_err(|e| DeployerError::Load(format!("inference panicked: {e}")))?
-        .map_err(|e| invalid(e.to_string()))?;
+    let mirror = route.shadow.as_ref().and_then(|c| match &c.loaded.served {
+        Served::Onnx(m) if m.width() == model.width() => Some((c.clone(), m.clone(), data.clone())),
+        _ => None,
+    });
+    let outputs = match run_onnx(model, n, data).await {
+        Ok(outputs) => outputs,
+        Err(flywheel_inference::OnnxError::Input(e)) => return Err(invalid(e)),
+        Err(e) => {
+            route.failed(started);
+            return Err(DeployerError::Load(e.to_string()).into());
+        }
+    };
     let elapsed = route.answered(started);
-    let tensors: Vec<Json_> = outputs
+    if let Some((candidate, shadow_model, data)) = mirror {
+        let answered = outputs.clone();
+        let state = state.clone();
+        let (id, flat) = (id.to_owned(), flat.clone());
+        // The mirror runs after the answer is on its way: it never slows the caller.
+        tokio::spawn(async move {
+            let shadow_started = Instant::now();
+            let mirrored = run_onnx(&shadow_model, n, data).await;
+            let shadow_elapsed = shadow_started.elapsed();
+            candidate.stats.record(
+                u64::try_from(shadow_elapsed.as_micros()).unwrap_or(u64::MAX),
+                mirrored.is_err(),
+            );
+            if let Ok(mirrored) = mirrored {
+                for row in 0..n {
+                    candidate.compare(same_row(&answered, &mirrored, row, n));
+                }
+                let tensors = tensors_json(&mirrored);
+                crate::logs::log_tensors(
+                    &state,
+                    &candidate.loaded,
+                    &id,
+                    &flat,
+                    shadow_model.input_name(),
+                    shadow_model.width(),
+                    &tensors,
+                    shadow_elapsed,
+                    true,
+                );
+            }
+        });
+    }
+    let tensors = tensors_json(&outputs);
+    crate::logs::log_tensors(
+        state,
+        &route.primary,
+        id,
+        &flat,
+        model.input_name(),
+        model.width(),
+        &tensors,
+        elapsed,
+        false,
+    );
+    Ok(tensors)
+}
+
+/// Runs an ONNX model: small requests on the calling thread (a handoff costs more than the
+/// work), larger ones on the blocking pool so they never stall the async threads.
+async fn run_onnx(
+    model: &flywheel_inference::OnnxModel,
+    rows: usize,
+    data: Vec<f32>,
+) -> Result<Vec<flywheel_inference::OutputTensor>, flywheel_inference::OnnxError> {
+    const INLINE_VALUES: usize = 4096;
+    if data.len() <= INLINE_VALUES {
+        return model.run(rows, data);
+    }
+    let runner = model.clone();
+    tokio::task::spawn_blocking(move || runner.run(rows, data))
+        .await
+        .unwrap_or_else(|e| Err(flywheel_inference::OnnxError::Run(format!("panicked: {e}"))))
+}
+
+/// Whether row `row` of two runs' outputs agree: labels exactly, numbers within 1e-6.
+fn same_row(
+    a: &[flywheel_inference::OutputTensor],
+    b: &[flywheel_inference::OutputTensor],
+    row: usize,
+    rows: usize,
+) -> bool {
+    use flywheel_inference::OutputData as D;
+    fn slice<T>(v: &[T], row: usize, rows: usize) -> &[T] {
+        let each = v.len() / rows.max(1);
+        &v[(row * each).min(v.len())..((row + 1) * each).min(v.len())]
+    }
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(1.0);
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (&x.data, &y.data) {
+            (D::I64(p), D::I64(q)) => slice(p, row, rows) == slice(q, row, rows),
+            (D::Strings(p), D::Strings(q)) => slice(p, row, rows) == slice(q, row, rows),
+            (D::F32(p), D::F32(q)) => slice(p, row, rows)
+                .iter()
+                .zip(slice(q, row, rows))
+                .all(|(u, v)| close(f64::from(*u), f64::from(*v))),
+            (D::F64(p), D::F64(q)) => slice(p, row, rows)
+                .iter()
+                .zip(slice(q, row, rows))
+                .all(|(u, v)| close(*u, *v)),
+            _ => false,
+        })
+}
+
+/// Output tensors in the protocol's JSON form.
+fn tensors_json(outputs: &[flywheel_inference::OutputTensor]) -> Vec<Json_> {
+    outputs
         .iter()
         .map(|o| {
             let data = match &o.data {
@@ -682,16 +797,5 @@ async fn onnx_infer(
             };
             json!({"name": o.name, "datatype": o.data.datatype(), "shape": o.shape, "data": data})
         })
-        .collect();
-    crate::logs::log_tensors(
-        state,
-        &route.primary,
-        id,
-        &flat,
-        model.input_name(),
-        model.width(),
-        &tensors,
-        elapsed,
-    );
-    Ok(tensors)
+        .collect()
 }

@@ -117,8 +117,22 @@ async fn start(
     postgres: bool,
     dir: &std::path::Path,
 ) -> anyhow::Result<(InProcess, ServiceSettings, ArtifactStore, Bus)> {
+    start_with(postgres, dir, &[]).await
+}
+
+/// [`start`] with `[service]` options.
+async fn start_with(
+    postgres: bool,
+    dir: &std::path::Path,
+    options: &[(&str, &str)],
+) -> anyhow::Result<(InProcess, ServiceSettings, ArtifactStore, Bus)> {
     let prefix = flywheel_testkit::unique_name();
     let mut settings = ServiceSettings::defaults_for("deployer", 0);
+    for (key, value) in options {
+        settings
+            .service
+            .insert((*key).to_owned(), (*value).to_owned());
+    }
     settings.bus = flywheel_testkit::bus_config(&prefix);
     settings.db = if postgres {
         flywheel_testkit::fresh_postgres().await?
@@ -496,28 +510,98 @@ async fn events_of(bus: &Bus) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
+/// Sends `n` records requests; returns how many got each status.
+async fn statuses(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<std::collections::BTreeMap<u16, usize>> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let response = http
+            .post(url)
+            .json(&json!([{"f0": 0.3, "f1": -0.2, "f2": 1.0, "f3": 0.0, "f4": 0.5, "f5": -1.0}]))
+            .send()
+            .await?;
+        *seen.entry(response.status().as_u16()).or_default() += 1;
+    }
+    Ok(seen)
+}
+
+/// Waits for a rollout of `version` to reach its first step (stats start afresh there).
+async fn first_step(
+    http: &reqwest::Client,
+    deployer: &InProcess,
+    version: u32,
+) -> anyhow::Result<()> {
+    let step = format!("v{version} takes");
+    wait_for("the first canary step", async || {
+        let d = deployment(http, deployer).await?;
+        Ok(d["status"] == "rolling_out"
+            && d["detail"].as_str().is_some_and(|s| s.starts_with(&step)))
+    })
+    .await
+}
+
+async fn inject(
+    http: &reqwest::Client,
+    deployer: &InProcess,
+    version: u32,
+    fault: Value,
+) -> anyhow::Result<reqwest::Response> {
+    Ok(http
+        .put(deployer.url(&format!(
+            "/api/v1/deployments/churn/versions/{version}/fault"
+        )))
+        .json(&fault)
+        .send()
+        .await?)
+}
+
+async fn rolled_back(
+    bus: &Bus,
+    version: u32,
+) -> anyhow::Result<flywheel_events::payloads::DeploymentRolledBack> {
+    let mut found = None;
+    wait_for("deployment.rolled_back", async || {
+        found = events_of(bus).await?.into_iter().find_map(|e| match e {
+            Event::DeploymentRolledBack(e)
+                if e.candidate.as_ref().is_some_and(|c| c.version == version) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        });
+        Ok(found.is_some())
+    })
+    .await?;
+    found.context("rolled back")
+}
+
+fn logistic(alpha: f64) -> anyhow::Result<flywheel_train::Trained> {
+    Ok(flywheel_train::train(
+        &fixture("binary_train"),
+        "logistic_regression",
+        &serde_json::from_value(json!({"target": "label", "alpha": alpha}))?,
+        &mut |_, _| {},
+    )?)
+}
+
 #[tokio::test]
-async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> anyhow::Result<()> {
+async fn canary_rollouts_promote_healthy_versions_and_roll_back_failing_or_slow_ones()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (deployer, _, store, bus) = start(true, dir.path()).await?;
+    let (deployer, _, store, bus) =
+        start_with(true, dir.path(), &[("fault_injection", "true")]).await?;
     let http = reqwest::Client::new();
-    let train = fixture("binary_train");
-    let trained = |alpha: f64| -> anyhow::Result<flywheel_train::Trained> {
-        Ok(flywheel_train::train(
-            &train,
-            "logistic_regression",
-            &serde_json::from_value(json!({"target": "label", "alpha": alpha}))?,
-            &mut |_, _| {},
-        )?)
-    };
-    let canary = json!({"kind": "canary", "steps": [50, 100], "step_seconds": 1});
+    let canary = json!({"kind": "canary", "steps": [50, 100], "step_seconds": 2});
     let put = http
         .put(deployer.url("/api/v1/deployments/churn"))
-        .json(&json!({"model": "churn", "alias": "production", "strategy": canary, "slo": {"min_requests": 1}}))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": canary, "slo": {"min_requests": 5}}))
         .send()
         .await?;
     assert_eq!(put.status(), 200, "{}", put.text().await?);
-    registered(&bus, &store, &trained(1.0)?, 1).await?;
+    registered(&bus, &store, &logistic(1.0)?, 1).await?;
     alias(&bus, 1).await?;
     let predict = deployer.url("/v1/deployments/churn/predict");
     wait_for("version 1 to serve", async || {
@@ -528,13 +612,9 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
     .await?;
 
     // Version 2: half the requests during the first step, then all.
-    registered(&bus, &store, &trained(2.0)?, 2).await?;
+    registered(&bus, &store, &logistic(2.0)?, 2).await?;
     alias(&bus, 2).await?;
-    wait_for("the canary step", async || {
-        let d = deployment(&http, &deployer).await?;
-        Ok(d["status"] == "rolling_out")
-    })
-    .await?;
+    first_step(&http, &deployer, 2).await?;
     let during = spread(&http, &predict, 20).await?;
     assert_eq!(
         during.get(&2).copied().unwrap_or(0),
@@ -551,53 +631,88 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
         [(2u64, 5usize)].into_iter().collect()
     );
 
-    // Version 3 under an SLO it cannot meet (p99 below zero ms): rolled back to version 2.
-    let put = http
-        .put(deployer.url("/api/v1/deployments/churn"))
-        .json(&json!({"model": "churn", "alias": "production", "strategy": canary, "slo": {"min_requests": 1, "max_p99_latency_ms": 0.0}}))
-        .send()
-        .await?;
-    assert_eq!(put.status(), 200);
-    registered(&bus, &store, &trained(3.0)?, 3).await?;
+    // Version 3 starts failing during its first step: rolled back, with the numbers.
+    registered(&bus, &store, &logistic(3.0)?, 3).await?;
     alias(&bus, 3).await?;
-    wait_for("the canary step", async || {
-        let d = deployment(&http, &deployer).await?;
-        Ok(d["status"] == "rolling_out")
-    })
-    .await?;
-    spread(&http, &predict, 10).await?;
-    wait_for("the rollback", async || {
-        let d = deployment(&http, &deployer).await?;
-        Ok(d["detail"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("rolled back v3: p99 latency")))
-    })
-    .await?;
+    first_step(&http, &deployer, 3).await?;
+    let injected = inject(&http, &deployer, 3, json!({"error_percent": 100})).await?;
+    assert_eq!(injected.status(), 200, "{}", injected.text().await?);
+    let seen = statuses(&http, &predict, 20).await?;
+    assert_eq!(
+        seen,
+        [(200, 10), (500, 10)].into_iter().collect(),
+        "{seen:?}"
+    );
+    let back = rolled_back(&bus, 3).await?;
+    assert_eq!(back.to_version, Some(2));
+    let (candidate, stable) = (
+        back.candidate.context("candidate")?,
+        back.stable.context("stable")?,
+    );
+    assert_eq!(
+        (candidate.requests, candidate.error_rate),
+        (10, 1.0),
+        "{candidate:?}"
+    );
+    assert_eq!(
+        (stable.version, stable.requests, stable.error_rate),
+        (2, 10, 0.0),
+        "{stable:?}"
+    );
+    assert!(
+        back.reason
+            .starts_with("error rate 1.0000 above the serving version's 0.0000"),
+        "{}",
+        back.reason
+    );
     assert_eq!(
         spread(&http, &predict, 5).await?,
         [(2u64, 5usize)].into_iter().collect(),
         "version 2 serves again"
     );
-    let mut kinds = Vec::new();
-    wait_for("the rollout events", async || {
-        kinds = events_of(&bus)
-            .await?
-            .iter()
-            .filter_map(|e| match e {
-                Event::DeploymentRolloutStarted(e) => Some(format!("started {}", e.to_version)),
-                Event::DeploymentTrafficShifted(e) => {
-                    Some(format!("shifted {}", e.splits[1].percent))
-                }
-                Event::DeploymentRolledOut(e) => Some(format!("rolled_out {}", e.version)),
-                Event::DeploymentRolledBack(e) => {
-                    Some(format!("rolled_back to {:?}", e.to_version))
-                }
-                _ => None,
-            })
-            .collect();
-        Ok(kinds.len() >= 8)
-    })
-    .await?;
+
+    // Version 4 answers but slowly (40 ms more): rolled back on latency against version 2's.
+    registered(&bus, &store, &logistic(4.0)?, 4).await?;
+    alias(&bus, 4).await?;
+    first_step(&http, &deployer, 4).await?;
+    inject(&http, &deployer, 4, json!({"delay_ms": 40}))
+        .await?
+        .error_for_status()?;
+    assert_eq!(
+        statuses(&http, &predict, 20).await?,
+        [(200, 20)].into_iter().collect()
+    );
+    let back = rolled_back(&bus, 4).await?;
+    let (candidate, stable) = (
+        back.candidate.context("candidate")?,
+        back.stable.context("stable")?,
+    );
+    assert!(candidate.p99_latency_ms >= 40.0, "{candidate:?}");
+    assert!(stable.p99_latency_ms < 40.0 - 5.0, "{stable:?}");
+    assert!(back.reason.starts_with("p99 latency"), "{}", back.reason);
+
+    // Without fault injection switched on, the API refuses.
+    let (plain, _, _, plain_bus) = start(false, dir.path()).await?;
+    let refused = http
+        .put(plain.url("/api/v1/deployments/churn/versions/1/fault"))
+        .json(&json!({"error_percent": 100}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 403);
+    plain.stop().await?;
+    flywheel_testkit::cleanup_bus(&plain_bus).await;
+
+    let kinds: Vec<String> = events_of(&bus)
+        .await?
+        .iter()
+        .filter_map(|e| match e {
+            Event::DeploymentRolloutStarted(e) => Some(format!("started {}", e.to_version)),
+            Event::DeploymentTrafficShifted(e) => Some(format!("shifted {}", e.splits[1].percent)),
+            Event::DeploymentRolledOut(e) => Some(format!("rolled_out {}", e.version)),
+            Event::DeploymentRolledBack(e) => Some(format!("rolled_back to {:?}", e.to_version)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -608,7 +723,10 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
             "rolled_out 2",
             "started 3",
             "shifted 50",
-            "rolled_back to Some(2)"
+            "rolled_back to Some(2)",
+            "started 4",
+            "shifted 50",
+            "rolled_back to Some(2)",
         ],
     );
     deployer.stop().await?;
@@ -616,9 +734,256 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_slow_ones() -> a
     Ok(())
 }
 
+/// The labels a records request gets for the binary test rows, and the version that answered.
+async fn labels_of(
+    http: &reqwest::Client,
+    url: &str,
+    records: &[Value],
+) -> anyhow::Result<(u64, Vec<Value>)> {
+    let answer: Value = http
+        .post(url)
+        .json(&records)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let labels = answer["predictions"]
+        .as_array()
+        .context("predictions")?
+        .iter()
+        .map(|p| p["prediction"].clone())
+        .collect();
+    Ok((answer["version"].as_u64().context("version")?, labels))
+}
+
+#[tokio::test]
+async fn shadow_rollouts_compare_without_changing_answers_and_blue_green_switches()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (deployer, _, store, bus) = start(false, dir.path()).await?;
+    let http = reqwest::Client::new();
+    let test = fixture("binary_test");
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}")).collect();
+    let columns = names
+        .iter()
+        .map(|n| test.f64_column(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let records: Vec<Value> = (0..40)
+        .map(|i| {
+            let record: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(&columns)
+                .map(|(n, c)| (n.clone(), json!(c[i])))
+                .collect();
+            Value::Object(record)
+        })
+        .collect();
+    let shadow = json!({"kind": "shadow", "duration_seconds": 2});
+    http.put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": shadow, "slo": {"min_requests": 3}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    registered(&bus, &store, &logistic(1.0)?, 1).await?;
+    alias(&bus, 1).await?;
+    let predict = deployer.url("/v1/deployments/churn/predict");
+    wait_for("version 1 to serve", async || {
+        Ok(status(&http, deployer.url("/v2/models/churn/ready")).await? == 200)
+    })
+    .await?;
+    let (_, before) = labels_of(&http, &predict, &records).await?;
+
+    // Version 2 is a shallow tree: it disagrees on some rows, yet every answer stays version 1's.
+    let tree = flywheel_train::train(
+        &fixture("binary_train"),
+        "decision_tree",
+        &serde_json::from_value(json!({"target": "label", "max_depth": 1}))?,
+        &mut |_, _| {},
+    )?;
+    registered(&bus, &store, &tree, 2).await?;
+    alias(&bus, 2).await?;
+    wait_for("the shadow run", async || {
+        Ok(deployment(&http, &deployer).await?["status"] == "rolling_out")
+    })
+    .await?;
+    for _ in 0..3 {
+        let (version, during) = labels_of(&http, &predict, &records).await?;
+        assert_eq!((version, &during), (1, &before), "the shadow never answers");
+    }
+    wait_for("the shadow run to end in promotion", async || {
+        let d = deployment(&http, &deployer).await?;
+        Ok(d["serving_version"] == 2)
+    })
+    .await?;
+    let d = deployment(&http, &deployer).await?;
+    let detail = d["detail"].as_str().context("detail")?.to_owned();
+    assert!(
+        detail.contains("of 120 mirrored answers differed"),
+        "{detail}"
+    );
+    let (version, after) = labels_of(&http, &predict, &records).await?;
+    let differing = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert_eq!(version, 2);
+    assert!(differing > 0, "the tree answers differently on some rows");
+    let percent = 100.0 * differing as f64 / 40.0;
+    assert!(
+        detail.starts_with(&format!("promoted after shadow: {percent:.1}%")),
+        "{detail} vs {percent}"
+    );
+
+    // A shadow that may not disagree at all is rolled back, with the disagreement measured.
+    http.put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": shadow, "slo": {"min_requests": 3, "max_disagreement_rate": 0.0}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    registered(&bus, &store, &logistic(1.0)?, 3).await?;
+    alias(&bus, 3).await?;
+    wait_for("the shadow run", async || {
+        Ok(deployment(&http, &deployer).await?["status"] == "rolling_out")
+    })
+    .await?;
+    for _ in 0..3 {
+        assert_eq!(labels_of(&http, &predict, &records).await?.0, 2);
+    }
+    let back = rolled_back(&bus, 3).await?;
+    let rate = back
+        .candidate
+        .context("candidate")?
+        .disagreement_rate
+        .context("rate")?;
+    assert!((rate - differing as f64 / 40.0).abs() < 1e-9, "{rate}");
+
+    // Blue-green: version 1 loads beside 2, then takes every request at once.
+    http.put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production", "strategy": {"kind": "blue_green"}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    alias(&bus, 1).await?;
+    wait_for("the switch", async || {
+        let d = deployment(&http, &deployer).await?;
+        Ok(d["serving_version"] == 1 && d["status"] == "serving")
+    })
+    .await?;
+    assert_eq!(labels_of(&http, &predict, &records).await?, (1, before));
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok(())
+}
+
+/// Deploys `churn` (alias production) and serves a logistic regression as version 1.
+async fn serve_churn(
+    http: &reqwest::Client,
+    deployer: &InProcess,
+    bus: &Bus,
+    store: &ArtifactStore,
+) -> anyhow::Result<()> {
+    http.put(deployer.url("/api/v1/deployments/churn"))
+        .json(&json!({"model": "churn", "alias": "production"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    registered(bus, store, &logistic(1.0)?, 1).await?;
+    alias(bus, 1).await?;
+    wait_for("version 1 to serve", async || {
+        Ok(status(http, deployer.url("/v2/models/churn/ready")).await? == 200)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn prediction_logs_are_sampled_and_overload_drops_are_counted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A one-slot buffer: a 500-row request outruns the publisher.
+    let (deployer, _, store, bus) = start_with(
+        false,
+        dir.path(),
+        &[
+            ("prediction_log_buffer", "1"),
+            ("prediction_log_sample_rate", "1"),
+        ],
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    serve_churn(&http, &deployer, &bus, &store).await?;
+    let row = json!({"f0": 0.3, "f1": -0.2, "f2": 1.0, "f3": 0.0, "f4": 0.5, "f5": -1.0});
+    let records: Vec<Value> = vec![row; 500];
+    let answer: Value = http
+        .post(deployer.url("/v1/deployments/churn/predict"))
+        .json(&records)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(
+        answer["predictions"].as_array().map(Vec::len),
+        Some(500),
+        "every row is answered"
+    );
+    let dropped = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("flywheel_deployer_prediction_logs_dropped_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = http
+        .get(deployer.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let count = dropped(&metrics);
+    assert!(count >= 1.0, "drops are counted: {count}");
+    assert!(count < 500.0, "some logs got through: {count}");
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Predictions))
+        .await?;
+    let logged = 500 - count as u64;
+    wait_for("the logs that were queued", async || {
+        Ok(stream.info().await?.state.messages == logged)
+    })
+    .await?;
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+
+    // A sample rate of 0.25 logs about a quarter of 400 requests.
+    let (deployer, _, store, bus) =
+        start_with(false, dir.path(), &[("prediction_log_sample_rate", "0.25")]).await?;
+    serve_churn(&http, &deployer, &bus, &store).await?;
+    statuses(&http, &deployer.url("/v1/deployments/churn/predict"), 400).await?;
+    deployer.stop().await?;
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Predictions))
+        .await?;
+    let logged = stream.info().await?.state.messages;
+    // Binomial(400, 0.25): mean 100, sd 8.7; 60..140 is more than 4.5 sd either side.
+    assert!((60..=140).contains(&logged), "{logged} of 400 logged");
+    flywheel_testkit::cleanup_bus(&bus).await;
+    let bad = flywheel_testkit::service::InProcess::start(
+        {
+            let mut s = ServiceSettings::defaults_for("deployer", 0);
+            s.service
+                .insert("prediction_log_sample_rate".into(), "2".into());
+            s
+        },
+        flywheel_deployer::run,
+    )
+    .await;
+    assert!(bad.is_err(), "a sample rate above 1 is refused");
+    Ok(())
+}
+
 async fn register_onnx(
     bus: &Bus,
     store: &ArtifactStore,
+    model: &str,
     file: &str,
     version: u32,
 ) -> anyhow::Result<()> {
@@ -630,7 +995,7 @@ async fn register_onnx(
     publish_package(
         bus,
         store,
-        ("iris", version, "onnx"),
+        (model, version, "onnx"),
         files,
         Default::default(),
         Default::default(),
@@ -639,48 +1004,92 @@ async fn register_onnx(
     Ok(())
 }
 
+fn onnx_reference() -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/inference/tests/reference/onnx_reference.json"
+    ))?)?)
+}
+
+fn flat_numbers(value: &Value, into: &mut Vec<f64>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flat_numbers(v, into)),
+        other => into.push(other.as_f64().unwrap_or(f64::NAN)),
+    }
+}
+
 #[tokio::test]
 async fn serves_onnx_models_exported_from_scikit_learn() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (deployer, _, store, bus) = start(false, dir.path()).await?;
     let http = reqwest::Client::new();
-    register_onnx(&bus, &store, "logistic_multiclass", 1).await?;
-    register_onnx(&bus, &store, "scaled_logistic", 2).await?;
-    http.put(deployer.url("/api/v1/deployments/iris"))
-        .json(&json!({"model": "iris", "version": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
-    wait_for("the ONNX model to serve", async || {
-        Ok(status(&http, deployer.url("/v2/models/iris/ready")).await? == 200)
-    })
-    .await?;
-    let meta = get_json(&http, deployer.url("/v2/models/iris")).await?;
-    assert_eq!(meta["platform"], "onnx_onnxv1");
-    assert_eq!(
-        meta["inputs"][0],
-        json!({"name": "X", "datatype": "FP32", "shape": [-1, 6]})
-    );
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../crates/inference/tests/reference/onnx_reference.json"
-    ))?)?;
-    let case = &reference["models"]["logistic_multiclass"];
-    let rows = case["rows"].as_array().context("rows")?;
-    let answer: Value = http
-        .post(deployer.url("/v2/models/iris/infer"))
-        .json(&json!({"inputs": [{"name": "X", "shape": [rows.len(), 6], "datatype": "FP32", "data": rows}]}))
-        .send()
-        .await?
-        .json()
+    let reference = onnx_reference()?;
+    // One deployment per family, all in this one deployer.
+    let families = [
+        "logistic_multiclass",
+        "scaled_logistic",
+        "forest_binary",
+        "gradient_boosting_binary",
+        "gradient_boosting_multiclass",
+        "extra_trees_regression",
+        "scaled_gradient_boosting_regression",
+    ];
+    for family in families {
+        let name = family.replace('_', "-");
+        register_onnx(&bus, &store, &name, family, 1).await?;
+        http.put(deployer.url(&format!("/api/v1/deployments/{name}")))
+            .json(&json!({"model": name, "version": 1}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    for family in families {
+        let name = family.replace('_', "-");
+        wait_for("the ONNX model to serve", async || {
+            Ok(status(&http, deployer.url(&format!("/v2/models/{name}/ready"))).await? == 200)
+        })
         .await?;
-    assert_eq!(answer["outputs"][0]["datatype"], "INT64", "{answer}");
-    assert_eq!(
-        answer["outputs"][0]["data"], case["labels"],
-        "labels agree with scikit-learn"
-    );
+        let meta = get_json(&http, deployer.url(&format!("/v2/models/{name}"))).await?;
+        assert_eq!(meta["platform"], "onnx_onnxv1");
+        let case = &reference["models"][family];
+        let rows = case["rows"].as_array().context("rows")?;
+        let width = rows[0].as_array().context("row")?.len();
+        assert_eq!(
+            meta["inputs"][0],
+            json!({"name": "X", "datatype": "FP32", "shape": [-1, width]})
+        );
+        let answer: Value = http
+            .post(deployer.url(&format!("/v2/models/{name}/infer")))
+            .json(&json!({"inputs": [{"name": "X", "shape": [rows.len(), width], "datatype": "FP32", "data": rows}]}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let expected = case["outputs"].as_object().context("outputs")?;
+        assert_eq!(
+            answer["outputs"].as_array().map(Vec::len),
+            Some(expected.len()),
+            "{answer}"
+        );
+        for output in answer["outputs"].as_array().context("outputs")? {
+            let output_name = output["name"].as_str().context("name")?;
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            flat_numbers(&output["data"], &mut ours);
+            flat_numbers(&expected[output_name], &mut theirs);
+            assert_eq!(ours.len(), theirs.len(), "{family}.{output_name}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                let close = if output["datatype"] == "INT64" {
+                    a == b
+                } else {
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+                };
+                assert!(close, "{family}.{output_name}: {a} vs scikit-learn's {b}");
+            }
+        }
+    }
+    // No feature names in an ONNX graph: the records endpoint says where to go.
     let records = http
-        .post(deployer.url("/v1/deployments/iris/predict"))
+        .post(deployer.url("/v1/deployments/logistic-multiclass/predict"))
         .json(&json!([{"a": 1}]))
         .send()
         .await?;
@@ -691,17 +1100,22 @@ async fn serves_onnx_models_exported_from_scikit_learn() -> anyhow::Result<()> {
             .is_some_and(|e| e.contains("ONNX model"))
     );
     // A graph tract cannot run never serves; version 1 stays.
-    http.put(deployer.url("/api/v1/deployments/iris"))
-        .json(&json!({"model": "iris", "version": 2}))
+    register_onnx(&bus, &store, "logistic-multiclass", "logistic_zipmap", 2).await?;
+    http.put(deployer.url("/api/v1/deployments/logistic-multiclass"))
+        .json(&json!({"model": "logistic-multiclass", "version": 2}))
         .send()
         .await?
         .error_for_status()?;
-    let d = get_json(&http, deployer.url("/api/v1/deployments/iris")).await?;
+    let d = get_json(
+        &http,
+        deployer.url("/api/v1/deployments/logistic-multiclass"),
+    )
+    .await?;
     assert!(
-        d["detail"].as_str().is_some_and(|s| s.contains("Scaler")),
+        d["detail"].as_str().is_some_and(|s| s.contains("ZipMap")),
         "{d}"
     );
-    let meta = get_json(&http, deployer.url("/v2/models/iris")).await?;
+    let meta = get_json(&http, deployer.url("/v2/models/logistic-multiclass")).await?;
     assert_eq!(meta["versions"], json!(["1"]));
     deployer.stop().await?;
     flywheel_testkit::cleanup_bus(&bus).await;

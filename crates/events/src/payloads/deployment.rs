@@ -106,6 +106,28 @@ pub struct DeploymentRolledBack {
     pub to_version: Option<u32>,
     /// Why, e.g. the SLO that was breached.
     pub reason: String,
+    /// What the new version measured in the step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<VersionMeasurement>,
+    /// What the serving version measured over the same time, for comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<VersionMeasurement>,
+}
+
+/// One version's numbers over a rollout step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionMeasurement {
+    /// Version.
+    pub version: u32,
+    /// Requests it answered (or, in shadow, mirrored).
+    pub requests: u64,
+    /// Share of them that failed on the server side.
+    pub error_rate: f64,
+    /// 99th-percentile latency, milliseconds.
+    pub p99_latency_ms: f64,
+    /// In shadow: share of mirrored answers that differed from the serving version's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement_rate: Option<f64>,
 }
 
 /// `deployment.failed`: a deployment could not be carried out.

@@ -123,6 +123,14 @@ for name, dataset, model, kind, gaps in cases:
         outputs = {"variable": model.transform(xt).tolist()}
     reference["models"][name] = {"rows": rows, "outputs": outputs}
 
+# What tract cannot run, kept so the refusal is tested: scikit-learn's default ZipMap output
+# (a sequence of maps; export with zipmap off instead).
+x, y = load("binary_train")
+zipped = to_onnx(LogisticRegression(max_iter=500).fit(x, y.astype(np.int64)), x[:1], target_opset=17)
+with open("logistic_zipmap.onnx", "wb") as f:
+    f.write(zipped.SerializeToString())
+reference["refused"] = {"logistic_zipmap": "ZipMap"}
+
 with open("onnx_reference.json", "w") as f:
     json.dump(reference, f)
     f.write("\n")
