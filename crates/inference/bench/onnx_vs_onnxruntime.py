@@ -4,7 +4,8 @@ Runtime on the same skl2onnx exports: batch 1 and 64, one thread, p50 and p99 in
 Needs scikit-learn, skl2onnx, onnx and onnxruntime (PyPI). From the repository root:
     python crates/inference/bench/onnx_vs_onnxruntime.py
 It builds `cargo run --release -p flywheel-inference --example onnx_bench` and prints a
-Markdown table (the one in docs/benchmarks.md).
+Markdown table (the one in docs/benchmarks.md). With `--save DIR` it also keeps the exported
+models there (the serving benchmark takes `DIR/random_forest_classifier_200_trees.onnx`).
 """
 import os
 import subprocess
@@ -61,13 +62,17 @@ def flywheel_latency(path, batch):
 
 
 def main():
+    save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
+    if save:
+        os.makedirs(save, exist_ok=True)
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "flywheel-inference", "--example", "onnx_bench"], check=True)
     print("| model | batch | flywheel p50 µs | flywheel p99 µs | ONNX Runtime p50 µs | ONNX Runtime p99 µs | ratio p50 |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, x, classifier in models():
             options = {id(model.steps[-1][1] if hasattr(model, "steps") else model): {"zipmap": False}} if classifier else None
-            path = os.path.join(tmp, "model.onnx")
+            slug = name.split(",")[0].replace(" ", "_") + "_" + name.split(", ")[1].replace(" ", "_")
+            path = os.path.join(save or tmp, slug + ".onnx")
             with open(path, "wb") as f:
                 f.write(to_onnx(model, x[:1], options=options, target_opset=17).SerializeToString())
             for batch in (1, 64):

@@ -1,7 +1,10 @@
-//! Serving benchmark: a built-in random forest (100 trees) and an ONNX logistic regression,
-//! behind the Open Inference Protocol, hammered over HTTP from the same machine. Prints
-//! requests/s, rows/s and latency percentiles per case. Needs NATS (and nothing else):
-//!   cargo run --release -p flywheel-deployer --example serving_bench -- 4000 16
+//! Serving benchmark (the deployer issue's figures): a built-in 20-feature logistic regression
+//! and an ONNX tree ensemble behind the Open Inference Protocol, hammered over loopback HTTP
+//! from the same machine at 1, 16 and 64 requests in flight, with prediction logging on (every
+//! request) and off. Prints a Markdown table. Needs NATS (and nothing else):
+//!   cargo run --release -p flywheel-deployer --example serving_bench -- [requests] [model.onnx]
+//! The ONNX model defaults to the committed 20-tree forest fixture; a 200-tree one comes from
+//! `crates/inference/bench/onnx_vs_onnxruntime.py --save DIR`.
 
 use std::time::{Duration, Instant};
 
@@ -52,18 +55,16 @@ async fn publish(
     Ok(())
 }
 
+/// One measured case: (requests/s, p50 ms, p99 ms).
 async fn run_case(
-    name: &str,
     url: &str,
-    body: Value,
-    rows: usize,
+    body: &Value,
     requests: usize,
     concurrency: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let http = reqwest::Client::new();
-    let body = serde_json::to_vec(&body)?;
-    // Warm up.
-    for _ in 0..50 {
+    let body = serde_json::to_vec(body)?;
+    for _ in 0..200 {
         http.post(url)
             .body(body.clone())
             .send()
@@ -91,58 +92,73 @@ async fn run_case(
     let pct = |q: f64| {
         latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
     };
-    println!(
-        "{name}: {requests} requests × {rows} rows, {concurrency} in flight: {:.0} req/s, {:.0} rows/s, p50 {:.2} ms, p99 {:.2} ms",
-        requests as f64 / elapsed,
-        (requests * rows) as f64 / elapsed,
-        pct(0.5),
-        pct(0.99)
-    );
-    Ok(())
+    Ok((requests as f64 / elapsed, pct(0.5), pct(0.99)))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(4000);
-    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
-    let dir = tempfile::tempdir()?;
+/// A synthetic binary problem with 20 features (deterministic), as CSV.
+fn twenty_features() -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 20_000) as f64 / 5_000.0 - 2.0
+    };
+    let mut csv: String = (0..20).map(|i| format!("f{i},")).collect();
+    csv.push_str("label\n");
+    for _ in 0..2000 {
+        let row: Vec<f64> = (0..20).map(|_| next()).collect();
+        let score: f64 = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (i as f64 - 9.5))
+            .sum();
+        for v in &row {
+            csv.push_str(&format!("{v:.4},"));
+        }
+        csv.push_str(if score + next() * 3.0 > 0.0 {
+            "1\n"
+        } else {
+            "0\n"
+        });
+    }
+    csv.into_bytes()
+}
+
+/// A deployer serving both models, logging `sample_rate` of the requests.
+async fn deployer(
+    sample_rate: &str,
+    dir: &std::path::Path,
+    logistic: &flywheel_train::Trained,
+    onnx: &[u8],
+) -> anyhow::Result<(InProcess, Bus)> {
     let prefix = flywheel_testkit::unique_name();
     let mut settings = ServiceSettings::defaults_for("deployer", 0);
     settings.bus = flywheel_testkit::bus_config(&prefix);
-    settings.db = flywheel_testkit::fresh_sqlite(dir.path());
-    settings.artifacts.url = format!("file://{}", dir.path().join("artifacts").display());
+    settings.db = flywheel_testkit::fresh_sqlite(dir);
+    settings.artifacts.url = format!("file://{}", dir.join("artifacts").display());
+    settings
+        .service
+        .insert("prediction_log_sample_rate".into(), sample_rate.into());
     let store = ArtifactStore::from_config(&settings.artifacts)?;
     let deployer = InProcess::start(settings, flywheel_deployer::run).await?;
     let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "bench").await?;
-    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crates");
-    let csv = std::fs::read(format!(
-        "{reference}/train/tests/reference/binary_train.csv"
-    ))?;
-    let table = flywheel_data::read(csv.into(), flywheel_data::Format::Csv)?;
-    let forest = flywheel_train::train(
-        &table,
-        "random_forest",
-        &serde_json::from_value(json!({"target": "label", "n_estimators": 100}))?,
-        &mut |_, _| {},
-    )?;
+    let (model_bytes, signature) = (logistic.model_bytes(), logistic.signature.clone());
     publish(
         &bus,
         &store,
-        "forest",
+        "logistic",
         "flywheel",
         "model.json",
-        forest.model_bytes(),
-        forest.signature.clone(),
+        model_bytes,
+        signature,
     )
     .await?;
-    let onnx = std::fs::read(format!(
-        "{reference}/inference/tests/reference/logistic_binary.onnx"
-    ))?;
+    let onnx = onnx.to_vec();
     publish(
         &bus,
         &store,
-        "onnx",
+        "trees",
         "onnx",
         "model.onnx",
         onnx,
@@ -150,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let http = reqwest::Client::new();
-    for name in ["forest", "onnx"] {
+    for name in ["logistic", "trees"] {
         http.put(deployer.url(&format!("/api/v1/deployments/{name}")))
             .json(&json!({"model": name, "version": 1}))
             .send()
@@ -158,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
             .error_for_status()?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for name in ["forest", "onnx"] {
+    for name in ["logistic", "trees"] {
         while http
             .get(deployer.url(&format!("/v2/models/{name}/ready")))
             .send()
@@ -170,50 +186,77 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let row: Vec<f64> = vec![0.1, -1.2, 0.4, 2.0, 0.0, -0.3];
-    let batch: Vec<Vec<f64>> = (0..64)
-        .map(|i| row.iter().map(|v| v + f64::from(i) * 0.01).collect())
-        .collect();
-    let matrix = |rows: &[Vec<f64>], dt: &str| json!({"inputs": [{"name": "X", "shape": [rows.len(), 6], "datatype": dt, "data": rows}]});
-    let forest_url = deployer.url("/v2/models/forest/infer");
-    let onnx_url = deployer.url("/v2/models/onnx/infer");
-    run_case(
-        "flywheel forest (100 trees), 1 row",
-        &forest_url,
-        matrix(std::slice::from_ref(&row), "FP64"),
-        1,
-        requests,
-        concurrency,
-    )
-    .await?;
-    run_case(
-        "flywheel forest (100 trees), 64 rows",
-        &forest_url,
-        matrix(&batch, "FP64"),
-        64,
-        requests / 4,
-        concurrency,
-    )
-    .await?;
-    run_case(
-        "ONNX logistic (tract), 1 row",
-        &onnx_url,
-        matrix(std::slice::from_ref(&row), "FP32"),
-        1,
-        requests,
-        concurrency,
-    )
-    .await?;
-    run_case(
-        "ONNX logistic (tract), 64 rows",
-        &onnx_url,
-        matrix(&batch, "FP32"),
-        64,
-        requests / 4,
-        concurrency,
-    )
-    .await?;
-    deployer.stop().await?;
-    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok((deployer, bus))
+}
+
+/// `flywheel_deployer_prediction_logs_dropped_total` from `/metrics`.
+async fn dropped(deployer: &InProcess) -> anyhow::Result<f64> {
+    let text = reqwest::get(deployer.url("/metrics")).await?.text().await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("flywheel_deployer_prediction_logs_dropped_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let onnx_path = args.get(2).cloned().unwrap_or_else(|| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../crates/inference/tests/reference/forest_binary.onnx"
+        )
+        .to_owned()
+    });
+    let onnx = std::fs::read(&onnx_path)?;
+    let width = flywheel_inference::OnnxModel::load(&onnx)?.width();
+    let table = flywheel_data::read(twenty_features().into(), flywheel_data::Format::Csv)?;
+    let logistic = flywheel_train::train(
+        &table,
+        "logistic_regression",
+        &serde_json::from_value(json!({"target": "label"}))?,
+        &mut |_, _| {},
+    )?;
+    let row: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.1 - 1.0).collect();
+    let logistic_body =
+        json!({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP64", "data": [row]}]});
+    let trees_row: Vec<f64> = (0..width).map(|i| (i as f64) * 0.1 - 0.3).collect();
+    let trees_body = json!({"inputs": [{"name": "X", "shape": [1, width], "datatype": "FP32", "data": [trees_row]}]});
+    println!(
+        "ONNX model: {onnx_path} ({width} features); {requests} requests per case, one row each"
+    );
+    println!();
+    println!("| model | logging | in flight | requests/s | p50 ms | p99 ms | logs dropped |");
+    println!("|---|---|---|---|---|---|---|");
+    for (logging, rate) in [("on", "1"), ("off", "0")] {
+        let dir = tempfile::tempdir()?;
+        let (deployer, bus) = deployer(rate, dir.path(), &logistic, &onnx).await?;
+        for (model, body) in [("logistic", &logistic_body), ("trees", &trees_body)] {
+            let url = deployer.url(&format!("/v2/models/{model}/infer"));
+            for concurrency in [1, 16, 64] {
+                let before = dropped(&deployer).await?;
+                let n = if concurrency == 1 {
+                    requests / 4
+                } else {
+                    requests
+                };
+                let (rate, p50, p99) = run_case(&url, body, n, concurrency).await?;
+                let lost = dropped(&deployer).await? - before;
+                let label = if model == "logistic" {
+                    "built-in logistic regression, 20 features".to_owned()
+                } else {
+                    format!("ONNX tree ensemble ({width} features)")
+                };
+                println!(
+                    "| {label} | {logging} | {concurrency} | {rate:.0} | {p50:.2} | {p99:.2} | {lost:.0} |"
+                );
+            }
+        }
+        deployer.stop().await?;
+        flywheel_testkit::cleanup_bus(&bus).await;
+    }
     Ok(())
 }

@@ -36,6 +36,11 @@ pub enum DeployerError {
 pub type Result<T, E = DeployerError> = std::result::Result<T, E>;
 
 impl DeployerError {
+    /// Whether the caller is at fault (a 4xx).
+    pub(crate) fn is_client_error(&self) -> bool {
+        self.status().is_client_error()
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             DeployerError::NotFound(_) => StatusCode::NOT_FOUND,

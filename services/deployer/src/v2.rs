@@ -494,6 +494,22 @@ fn outputs(
     Ok(out)
 }
 
+/// Counts and times one request of the version that answered it.
+fn observe(loaded: &Loaded, started: Instant, reply: &Reply) {
+    let outcome = match reply {
+        Ok(_) => "ok",
+        Err(e) if e.0.is_client_error() => "client_error",
+        Err(_) => "server_error",
+    };
+    let (deployment, version) = (loaded.deployment.clone(), loaded.version.to_string());
+    metrics::histogram!("flywheel_deployer_request_duration_seconds",
+        "deployment" => deployment.clone(), "version" => version.clone())
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!("flywheel_deployer_requests_total",
+        "deployment" => deployment, "version" => version, "outcome" => outcome)
+    .increment(1);
+}
+
 async fn run_infer(
     state: AppState,
     name: String,
@@ -503,19 +519,31 @@ async fn run_infer(
 ) -> Reply {
     let started = Instant::now();
     let route = route(&state, &name, version.as_deref())?;
+    let reply = answer_infer(&state, &route, &headers, &body, started).await;
+    observe(&route.primary, started, &reply);
+    reply
+}
+
+async fn answer_infer(
+    state: &AppState,
+    route: &Route,
+    headers: &HeaderMap,
+    body: &Bytes,
+    started: Instant,
+) -> Reply {
     let loaded = route.primary.clone();
     // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
-    let request = parse_request(&headers, &body)?;
+    let request = parse_request(headers, body)?;
     route.inject(started).await?;
     let id = request
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let mut tensors = match &loaded.served {
-        Served::Onnx(model) => onnx_infer(&state, &route, model, &request, &id, started).await?,
+        Served::Onnx(model) => onnx_infer(state, route, model, &request, &id, started).await?,
         Served::Flywheel(_) => {
             let rows = rows(&loaded, &request.inputs)?;
-            let predictions = predict_routed(&state, &route, &id, &rows, started)?;
+            let predictions = predict_routed(state, route, &id, &rows, started)?;
             outputs(&loaded, &predictions)?
         }
     };
@@ -562,9 +590,15 @@ async fn predict_records(
 ) -> Reply {
     let started = Instant::now();
     let route = route(&state, &name, None)?;
+    let reply = answer_records(&state, &route, &body, started).await;
+    observe(&route.primary, started, &reply);
+    reply
+}
+
+async fn answer_records(state: &AppState, route: &Route, body: &Bytes, started: Instant) -> Reply {
     let loaded = route.primary.clone();
     let parsed: Json_ =
-        serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     let records = match parsed {
         Json_::Array(items) => items,
         Json_::Object(mut o) => match o.remove("instances") {
@@ -598,7 +632,7 @@ async fn predict_records(
     }
     route.inject(started).await?;
     let id = uuid::Uuid::now_v7().to_string();
-    let predictions = predict_routed(&state, &route, &id, &rows, started)?;
+    let predictions = predict_routed(state, route, &id, &rows, started)?;
     let classes = match &flywheel_model(&loaded)?.task {
         Task::Classification { classes } => Some(classes),
         _ => None,

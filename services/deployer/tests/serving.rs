@@ -957,6 +957,43 @@ async fn prediction_logs_are_sampled_and_overload_drops_are_counted() -> anyhow:
         start_with(false, dir.path(), &[("prediction_log_sample_rate", "0.25")]).await?;
     serve_churn(&http, &deployer, &bus, &store).await?;
     statuses(&http, &deployer.url("/v1/deployments/churn/predict"), 400).await?;
+    let bad = http
+        .post(deployer.url("/v1/deployments/churn/predict"))
+        .body("[1]")
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+    // Per deployment and version: requests by outcome, and a latency histogram (the recorder
+    // is the process's, so the 500-row request of the first deployer counts too).
+    let metrics = http
+        .get(deployer.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let sample = |name: &str, labels: &[&str]| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+    };
+    let churn = ["deployment=\"churn\"", "version=\"1\""];
+    let ok = [churn[0], churn[1], "outcome=\"ok\""];
+    let client = [churn[0], churn[1], "outcome=\"client_error\""];
+    assert_eq!(
+        sample("flywheel_deployer_requests_total", &ok),
+        Some(401.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("flywheel_deployer_requests_total", &client),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample("flywheel_deployer_request_duration_seconds_count", &churn),
+        Some(402.0)
+    );
     deployer.stop().await?;
     let mut stream = bus
         .jetstream()
