@@ -31,8 +31,11 @@ from sklearn.linear_model import (
     LinearRegression,
     LogisticRegression,
     Ridge,
+    Perceptron,
+    RidgeClassifier,
     SGDClassifier,
 )
+from sklearn.svm import LinearSVC
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -53,11 +56,16 @@ def with_gaps(x, every):
     return x
 
 
-# (file name, dataset, estimator, kind, missing values in the rows)
+# (file name, dataset, estimator, kind, missing values in the rows). Kind "margin": a classifier
+# without probabilities, whose second output holds decision_function's margins.
 cases = [
     ("logistic_binary", "binary", LogisticRegression(max_iter=500), "classifier", False),
     ("logistic_multiclass", "multiclass", LogisticRegression(max_iter=500), "classifier", False),
     ("sgd_binary", "binary", SGDClassifier(loss="log_loss", random_state=0), "classifier", False),
+    ("ridge_classifier_binary", "binary", RidgeClassifier(), "margin", False),
+    ("linear_svc_binary", "binary", LinearSVC(), "margin", False),
+    ("linear_svc_multiclass", "multiclass", LinearSVC(), "margin", False),
+    ("perceptron_binary", "binary", Perceptron(random_state=0), "margin", False),
     ("tree_binary", "binary", DecisionTreeClassifier(max_depth=6, random_state=0), "classifier", False),
     ("tree_multiclass", "multiclass", DecisionTreeClassifier(max_depth=5, random_state=0), "classifier", False),
     ("forest_binary", "binary", RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0), "classifier", False),
@@ -95,14 +103,14 @@ for name, dataset, model, kind, gaps in cases:
     xt = xt[:40]
     if gaps:
         x, xt = with_gaps(x, 17), with_gaps(xt, 7)
-    if kind == "classifier":
+    if kind in ("classifier", "margin"):
         y = y.astype(np.int64)
     if kind == "transformer":
         model.fit(x)
     else:
         model.fit(x, y)
     final = model.steps[-1][1] if hasattr(model, "steps") else model
-    options = {id(final): {"zipmap": False}} if kind == "classifier" else None
+    options = {id(final): {"zipmap": False}} if kind == "classifier" or isinstance(final, (RidgeClassifier, Perceptron)) else None
     try:
         onx = to_onnx(model, x[:1], options=options, target_opset=17)
     except Exception as e:  # the exporter's own limits, recorded so the docs can say so
@@ -119,6 +127,16 @@ for name, dataset, model, kind, gaps in cases:
         }
     elif kind == "regressor":
         outputs = {"variable": model.predict(xt).reshape(-1, 1).tolist()}
+    elif kind == "margin":
+        margins = model.decision_function(xt)
+        second = onx.graph.output[1].name
+        if margins.ndim == 2:
+            laid_out = margins
+        elif isinstance(final, Perceptron):
+            laid_out = np.stack([-margins, margins], axis=1)  # skl2onnx writes both classes
+        else:
+            laid_out = margins.reshape(-1, 1)  # the positive class's margin only
+        outputs = {"label": model.predict(xt).astype(int).tolist(), second: laid_out.tolist()}
     else:
         outputs = {"variable": model.transform(xt).tolist()}
     reference["models"][name] = {"rows": rows, "outputs": outputs}
