@@ -127,7 +127,7 @@ impl TypedOp for LinearOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let rows = inputs[0].shape[0].clone();
         Ok(tvec!(
-            TypedFact::dt_shape(self.0.labels.datum_type(), &[rows.clone()]),
+            TypedFact::dt_shape(self.0.labels.datum_type(), std::slice::from_ref(&rows)),
             f32::fact(&[rows, self.0.columns().to_dim()])
         ))
     }
