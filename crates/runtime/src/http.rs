@@ -120,6 +120,9 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: ErrorCode,
     message: &'a str,
+    /// The message again under the Open Inference Protocol's key, so errors the kit itself
+    /// answers (body too large, timeouts, unknown routes) read the same to V2 clients.
+    error: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -129,6 +132,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 code: self.code,
                 message: &self.message,
+                error: &self.message,
             }),
         )
             .into_response()

@@ -317,27 +317,7 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
     );
 
     // The stock tritonclient, defaults and JSON.
-    let python = std::env::var("FLYWHEEL_TEST_PYTHON").context(
-        "FLYWHEEL_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs tritonclient",
-    )?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tritonclient_check.py");
-    let host = deployer.base.trim_start_matches("http://").to_owned();
-    let (rows_json, labels_json) = (
-        serde_json::to_string(&matrix)?,
-        serde_json::to_string(&labels)?,
-    );
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .args([script, &host, "churn-prod", &rows_json, &labels_json])
-            .output()
-    })
-    .await??;
-    assert!(
-        output.status.success(),
-        "tritonclient check failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    tritonclient_check(&deployer, "churn-prod", &matrix, &labels, "prediction").await?;
 
     // Records.
     let records: Vec<Value> = (0..2)
@@ -385,6 +365,18 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
             400,
             "invalid inference request",
         ),
+        (
+            "/v2/models/churn-prod/versions/9/infer",
+            json!({"inputs": []}),
+            404,
+            "version 9",
+        ),
+        (
+            "/v2/models/churn-prod/infer",
+            json!({"inputs": [{"name": "X", "shape": [1, 6], "datatype": "BYTES", "data": ["a", "b", "c", "d", "e", "f"]}]}),
+            400,
+            "",
+        ),
     ] {
         let response = http.post(deployer.url(path)).json(&body).send().await?;
         assert_eq!(response.status(), status, "{path} {body}");
@@ -394,6 +386,22 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
             "{error}"
         );
     }
+
+    // A body over the limit (16 MiB by default): 413, still in the protocol's error shape.
+    let huge = vec![b' '; 17 * 1024 * 1024];
+    let response = http
+        .post(deployer.url("/v2/models/churn-prod/infer"))
+        .body(huge)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await?;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too large")),
+        "{error}"
+    );
 
     // Every answered row is logged on the PREDICTIONS stream.
     let stream = bus
@@ -1041,6 +1049,38 @@ async fn register_onnx(
     Ok(())
 }
 
+/// Runs tests/tritonclient_check.py (the stock tritonclient) against a deployment.
+async fn tritonclient_check(
+    deployer: &InProcess,
+    name: &str,
+    rows: &impl serde::Serialize,
+    labels: &impl serde::Serialize,
+    label_output: &str,
+) -> anyhow::Result<()> {
+    let python = std::env::var("FLYWHEEL_TEST_PYTHON").context(
+        "FLYWHEEL_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs tritonclient",
+    )?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tritonclient_check.py");
+    let args = [
+        script.to_owned(),
+        deployer.base.trim_start_matches("http://").to_owned(),
+        name.to_owned(),
+        serde_json::to_string(rows)?,
+        serde_json::to_string(labels)?,
+        label_output.to_owned(),
+    ];
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output())
+            .await??;
+    assert!(
+        output.status.success(),
+        "tritonclient check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 fn onnx_reference() -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1124,6 +1164,16 @@ async fn serves_onnx_models_exported_from_scikit_learn() -> anyhow::Result<()> {
             }
         }
     }
+    // The stock tritonclient against a scikit-learn export, binary tensors and JSON.
+    let case = &reference["models"]["forest_binary"];
+    let labels: Vec<String> = case["outputs"]["label"]
+        .as_array()
+        .context("labels")?
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    tritonclient_check(&deployer, "forest-binary", &case["rows"], &labels, "label").await?;
+
     // No feature names in an ONNX graph: the records endpoint says where to go.
     let records = http
         .post(deployer.url("/v1/deployments/logistic-multiclass/predict"))

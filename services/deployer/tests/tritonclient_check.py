@@ -1,5 +1,7 @@
 """The stock tritonclient (HTTP) against a deployment, with its defaults (binary tensors) and
-in pure JSON. Usage: python tritonclient_check.py <host:port> <deployment> <rows json> <labels json>
+in pure JSON. Usage:
+    python tritonclient_check.py <host:port> <deployment> <rows json> <labels json> [label output]
+The label output is `prediction` for built-in models, `label` for scikit-learn ONNX exports.
 """
 import json
 import sys
@@ -9,6 +11,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 url, name, rows, expected = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+label_output = sys.argv[5] if len(sys.argv) > 5 else "prediction"
 client = httpclient.InferenceServerClient(url=url)
 assert client.is_server_live()
 assert client.is_server_ready()
@@ -24,7 +27,7 @@ x = np.array(rows, dtype=np.float32)
 
 
 def labels(result):
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("prediction").tolist()]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy(label_output).tolist()]
 
 
 # Defaults: binary input, binary output requested.
@@ -44,7 +47,7 @@ result = client.infer(
     [tensor],
     model_version="1",
     request_id="req-7",
-    outputs=[httpclient.InferRequestedOutput("prediction", binary_data=False)],
+    outputs=[httpclient.InferRequestedOutput(label_output, binary_data=False)],
 )
 assert labels(result) == expected
 assert result.get_response()["id"] == "req-7"
