@@ -5,6 +5,46 @@
 
 use serde_json::Value;
 
+/// Encodes JSON elements (an output tensor's data, flattened) as one binary tensor.
+pub(crate) fn encode(datatype: &str, elements: &[Value]) -> Result<Vec<u8>, String> {
+    let number = |v: &Value| {
+        v.as_f64()
+            .ok_or_else(|| format!("{v} is not a {datatype} element"))
+    };
+    let integer = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .ok_or_else(|| format!("{v} is not a {datatype} element"))
+    };
+    let mut out = Vec::with_capacity(elements.len() * 8);
+    for v in elements {
+        match datatype {
+            "BOOL" => out.push(u8::from(match v.as_bool() {
+                Some(b) => b,
+                None => integer(v)? != 0,
+            })),
+            "INT8" | "UINT8" => out.push(integer(v)? as u8),
+            "INT16" | "UINT16" => out.extend_from_slice(&(integer(v)? as u16).to_le_bytes()),
+            "INT32" | "UINT32" => out.extend_from_slice(&(integer(v)? as u32).to_le_bytes()),
+            "INT64" | "UINT64" => out.extend_from_slice(&integer(v)?.to_le_bytes()),
+            "FP32" => out.extend_from_slice(&(number(v)? as f32).to_le_bytes()),
+            "FP64" => out.extend_from_slice(&number(v)?.to_le_bytes()),
+            "BYTES" => {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let length = u32::try_from(text.len())
+                    .map_err(|_| "a BYTES element over 4 GiB".to_owned())?;
+                out.extend_from_slice(&length.to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+            other => return Err(format!("cannot encode {other} as binary")),
+        }
+    }
+    Ok(out)
+}
+
 /// Decodes one binary tensor into JSON elements (numbers, booleans or strings).
 pub(crate) fn decode(datatype: &str, bytes: &[u8], name: &str) -> Result<Vec<Value>, String> {
     fn fixed<const N: usize>(
@@ -89,6 +129,7 @@ pub(crate) fn decode(datatype: &str, bytes: &[u8], name: &str) -> Result<Vec<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn decodes_little_endian_tensors() {
@@ -118,5 +159,26 @@ mod tests {
             decode("BOOL", &[0, 1], "x"),
             Ok(vec![Value::Bool(false), Value::Bool(true)])
         );
+    }
+
+    #[test]
+    fn encodes_what_it_decodes() {
+        for (datatype, values) in [
+            ("FP32", json!([1.5, -2.25, 0.0])),
+            ("FP64", json!([0.1, 1e300])),
+            ("INT64", json!([-3, 9_007_199_254_740_993_i64])),
+            ("INT32", json!([7, -7])),
+            ("BOOL", json!([true, false])),
+            ("BYTES", json!(["yes", "", "naïve"])),
+        ] {
+            let elements = values.as_array().expect("array").clone();
+            let bytes = encode(datatype, &elements).expect("encodes");
+            assert_eq!(
+                decode(datatype, &bytes, "t").expect("decodes"),
+                elements,
+                "{datatype}"
+            );
+        }
+        assert!(encode("FP32", &[json!("x")]).is_err());
     }
 }

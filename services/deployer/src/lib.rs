@@ -1,10 +1,10 @@
-//! The deployer: serves model versions over the Open Inference Protocol (KServe V2) and a
-//! simple JSON records endpoint. Deployments follow a model's alias (or a pinned version); the
-//! deployer learns packages and alias moves from the registry's events, fetches and verifies a
-//! package before it serves, keeps serving the previous version when a load fails, and logs
-//! every prediction to the PREDICTIONS stream. This is the first slice of the deployer issue:
-//! built-in (`flywheel`) models, JSON and binary tensors, direct, canary, shadow and blue-green
-//! rollouts judged against an SLO.
+//! The deployer: serves model versions over the Open Inference Protocol (KServe V2, JSON and
+//! binary tensors) and a simple JSON records endpoint. Deployments follow a model's alias (or a
+//! pinned version); the deployer learns packages and alias moves from the registry's events,
+//! fetches and verifies a package before it serves, keeps serving the previous version when a
+//! load fails, rolls new versions out directly, by canary, in shadow or blue-green — judged
+//! against the serving version and rolled back on a breach — and logs predictions to the
+//! PREDICTIONS stream. Built-in (`flywheel`) models and ONNX (scikit-learn exports among them).
 
 mod api;
 mod binary;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flywheel_model::{InputColumn, Task, Value};
@@ -25,6 +26,7 @@ use crate::serving::{Loaded, Route, Served};
 use crate::{AppState, DeployerError};
 
 type Reply = std::result::Result<Json<Json_>, InferenceError>;
+type InferReply = std::result::Result<axum::response::Response, InferenceError>;
 
 /// The routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -245,6 +247,8 @@ struct InferRequest {
     inputs: Vec<RequestInput>,
     #[serde(default)]
     outputs: Option<Vec<RequestOutput>>,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, Json_>>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +322,8 @@ fn parse_request(
 #[derive(Deserialize)]
 struct RequestOutput {
     name: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, Json_>>,
 }
 
 fn invalid(message: impl Into<String>) -> InferenceError {
@@ -495,7 +501,7 @@ fn outputs(
 }
 
 /// Counts and times one request of the version that answered it.
-fn observe(loaded: &Loaded, started: Instant, reply: &Reply) {
+fn observe<T>(loaded: &Loaded, started: Instant, reply: &std::result::Result<T, InferenceError>) {
     let outcome = match reply {
         Ok(_) => "ok",
         Err(e) if e.0.is_client_error() => "client_error",
@@ -516,7 +522,7 @@ async fn run_infer(
     version: Option<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> InferReply {
     let started = Instant::now();
     let route = route(&state, &name, version.as_deref())?;
     let reply = answer_infer(&state, &route, &headers, &body, started).await;
@@ -530,9 +536,8 @@ async fn answer_infer(
     headers: &HeaderMap,
     body: &Bytes,
     started: Instant,
-) -> Reply {
+) -> InferReply {
     let loaded = route.primary.clone();
-    // Outputs are always JSON: tritonclient reads JSON answers even when it asked for binary.
     let request = parse_request(headers, body)?;
     route.inject(started).await?;
     let id = request
@@ -555,12 +560,76 @@ async fn answer_infer(
         }
         tensors.retain(|t| wanted.iter().any(|w| t["name"] == w.name.as_str()));
     }
-    Ok(Json(json!({
+    let binary = binary_outputs(&request, &tensors);
+    let mut tail = Vec::new();
+    for (tensor, binary) in tensors.iter_mut().zip(&binary) {
+        if !binary {
+            continue;
+        }
+        let datatype = tensor["datatype"].as_str().unwrap_or_default().to_owned();
+        let mut elements = Vec::new();
+        flatten(&tensor["data"], &mut elements);
+        let bytes = crate::binary::encode(&datatype, &elements)
+            .map_err(|e| DeployerError::Load(format!("output {}: {e}", tensor["name"])))?;
+        if let Some(object) = tensor.as_object_mut() {
+            object.remove("data");
+            object.insert(
+                "parameters".into(),
+                json!({"binary_data_size": bytes.len()}),
+            );
+        }
+        tail.extend_from_slice(&bytes);
+    }
+    let answer = json!({
         "model_name": loaded.deployment,
         "model_version": loaded.version.to_string(),
         "id": id,
         "outputs": tensors,
-    })))
+    });
+    if !binary.contains(&true) {
+        return Ok(Json(answer).into_response());
+    }
+    let mut body = serde_json::to_vec(&answer).map_err(|e| DeployerError::Load(e.to_string()))?;
+    let header_length = body.len();
+    body.extend_from_slice(&tail);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_owned(),
+            ),
+            (
+                axum::http::HeaderName::from_static("inference-header-content-length"),
+                header_length.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Which outputs go back as binary tensors: an output's own `binary_data` parameter, else the
+/// request's `binary_data_output` (tritonclient asks for binary by default).
+fn binary_outputs(request: &InferRequest, tensors: &[Json_]) -> Vec<bool> {
+    let flag = |parameters: &Option<serde_json::Map<String, Json_>>, key: &str| {
+        parameters
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(Json_::as_bool)
+    };
+    let all = flag(&request.parameters, "binary_data_output").unwrap_or(false);
+    tensors
+        .iter()
+        .map(|t| {
+            request
+                .outputs
+                .iter()
+                .flatten()
+                .find(|o| t["name"] == o.name.as_str())
+                .and_then(|o| flag(&o.parameters, "binary_data"))
+                .unwrap_or(all)
+        })
+        .collect()
 }
 
 async fn infer(
@@ -568,7 +637,7 @@ async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> InferReply {
     run_infer(state, name, None, headers, body).await
 }
 
@@ -577,7 +646,7 @@ async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> InferReply {
     run_infer(state, name, Some(version), headers, body).await
 }
 

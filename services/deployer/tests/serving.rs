@@ -283,7 +283,7 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
     );
 
     // tritonclient's default: a binary FP32 tensor after a JSON header, binary output asked
-    // for, no Content-Type; the answer is JSON, which tritonclient reads.
+    // for, no Content-Type; the answer comes back binary too.
     let header = serde_json::to_vec(&json!({
         "inputs": [{"name": "X", "shape": [5, 6], "datatype": "FP32", "parameters": {"binary_data_size": 120}}],
         "parameters": {"binary_data_output": true},
@@ -294,15 +294,54 @@ async fn serves_a_built_in_model_over_v2_and_records() -> anyhow::Result<()> {
             body.extend_from_slice(&value.to_le_bytes());
         }
     }
-    let answer: Value = http
+    let response = http
         .post(deployer.url("/v2/models/churn-prod/infer"))
         .header("Inference-Header-Content-Length", header.len().to_string())
         .body(body.clone())
         .send()
-        .await?
-        .json()
         .await?;
-    assert_eq!(answer["outputs"][0]["data"], json!(labels), "{answer}");
+    assert_eq!(response.status(), 200);
+    let json_length: usize = response
+        .headers()
+        .get("inference-header-content-length")
+        .context("binary answer")?
+        .to_str()?
+        .parse()?;
+    let bytes = response.bytes().await?;
+    let answer: Value = serde_json::from_slice(&bytes[..json_length])?;
+    let (mut tail, mut decoded) = (&bytes[json_length..], Vec::new());
+    for output in answer["outputs"].as_array().context("outputs")? {
+        assert!(output.get("data").is_none(), "{output}");
+        let size = output["parameters"]["binary_data_size"]
+            .as_u64()
+            .context("size")? as usize;
+        let (chunk, rest) = tail.split_at(size);
+        tail = rest;
+        decoded.push(chunk.to_vec());
+    }
+    assert!(tail.is_empty(), "every byte belongs to an output");
+    assert_eq!(answer["outputs"][0]["datatype"], "BYTES", "{answer}");
+    let mut words = Vec::new();
+    let mut rest = decoded[0].as_slice();
+    while rest.len() >= 4 {
+        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        words.push(String::from_utf8(rest[4..4 + n].to_vec())?);
+        rest = &rest[4 + n..];
+    }
+    assert_eq!(words, labels, "labels, length-prefixed");
+    assert_eq!(answer["outputs"][1]["datatype"], "FP64", "{answer}");
+    let sent_back: Vec<f64> = decoded[1]
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(sent_back.len(), probabilities.len());
+    for (ours, theirs) in sent_back.iter().zip(&probabilities) {
+        // The rows went as FP32, the expectation used the f64 values.
+        assert!(
+            (ours - theirs).abs() < 1e-6,
+            "{ours} vs {theirs}: little-endian FP64"
+        );
+    }
     let short = http
         .post(deployer.url("/v2/models/churn-prod/infer"))
         .header("Inference-Header-Content-Length", header.len().to_string())
