@@ -29,6 +29,10 @@ pub struct RunnerHeartbeat {
     pub slots: u32,
     /// Attempts it is running now.
     pub running: Vec<AttemptRef>,
+    /// Attempts it finished in the last minutes, whose reports are on their way to the
+    /// scheduler (a report can wait for redelivery when a scheduler dies holding it): not lost.
+    #[serde(default)]
+    pub finished: Vec<AttemptRef>,
 }
 
 /// The scheduler's answer to a heartbeat.
@@ -90,6 +94,7 @@ mod tests {
                 job_id: "j".into(),
                 attempt: 2,
             }],
+            finished: Vec::new(),
         };
         let bytes = encode_control(&beat).expect("encode");
         assert_eq!(decode_control::<RunnerHeartbeat>(&bytes), Ok(beat.clone()));

@@ -1232,15 +1232,16 @@ async fn serves_onnx_models_exported_from_scikit_learn() -> anyhow::Result<()> {
         .send()
         .await?
         .error_for_status()?;
-    let d = get_json(
-        &http,
-        deployer.url("/api/v1/deployments/logistic-multiclass"),
-    )
+    // The version may reach the deployer after the PUT: wait for the refusal.
+    wait_for("the refusal to be recorded", async || {
+        let d = get_json(
+            &http,
+            deployer.url("/api/v1/deployments/logistic-multiclass"),
+        )
+        .await?;
+        Ok(d["detail"].as_str().is_some_and(|s| s.contains("ZipMap")))
+    })
     .await?;
-    assert!(
-        d["detail"].as_str().is_some_and(|s| s.contains("ZipMap")),
-        "{d}"
-    );
     let meta = get_json(&http, deployer.url("/v2/models/logistic-multiclass")).await?;
     assert_eq!(meta["versions"], json!(["1"]));
     deployer.stop().await?;

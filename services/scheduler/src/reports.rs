@@ -21,6 +21,9 @@ pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
         state.bus.subjects().job_reports(),
     );
     spec.concurrency = 8;
+    // Handling a report takes milliseconds; a scheduler that died holding one hands it on
+    // after this, not the default 30 s (its runner lists the attempt as finished meanwhile).
+    spec.ack_wait = std::time::Duration::from_secs(5);
     spec
 }
 

@@ -354,9 +354,11 @@ async fn forget_unlisted(state: &AppState, beat: &RunnerHeartbeat, now: i64) -> 
         .await?;
     for row in rows {
         let job = jobs::from_row(&row)?;
+        // Finished attempts count as listed: their reports may still be on the way.
         let listed = beat
             .running
             .iter()
+            .chain(&beat.finished)
             .any(|a| a.job_id == job.job_id && i64::from(a.attempt) == i64::from(job.attempts));
         if listed {
             continue;

@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         },
         slots: u32::try_from(n).unwrap_or(u32::MAX),
         running: Vec::new(),
+        finished: Vec::new(),
     })?;
     submit_all(&http, &scheduler.base, "raw", n, &version).await?;
     let started = Instant::now();

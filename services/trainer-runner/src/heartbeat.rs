@@ -17,6 +17,7 @@ pub(crate) async fn beat(runner: &Runner) -> Result<(), String> {
         capacity: runner.config.capacity.clone(),
         slots: runner.config.slots,
         running,
+        finished: runner.finished_attempts(),
     };
     let bytes = encode_control(&message).map_err(|e| e.to_string())?;
     let request = runner

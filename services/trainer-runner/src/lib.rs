@@ -64,8 +64,14 @@ pub(crate) struct Runner {
     artifacts: ArtifactStore,
     http: reqwest::Client,
     running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Attempts finished recently, with when (listed in heartbeats until their reports surely
+    /// reached the scheduler).
+    finished: Mutex<Vec<(AttemptRef, std::time::Instant)>>,
     shutdown: CancellationToken,
 }
+
+/// How long a finished attempt stays in heartbeats: several report redelivery periods.
+const FINISHED_LISTED: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Runner {
     fn running_attempts(&self) -> Vec<AttemptRef> {
@@ -84,9 +90,21 @@ impl Runner {
     }
 
     fn finish(&self, attempt: &AttemptRef) {
+        if let Ok(mut finished) = self.finished.lock() {
+            finished.push((attempt.clone(), std::time::Instant::now()));
+        }
         if let Ok(mut running) = self.running.lock() {
             running.remove(attempt);
         }
+    }
+
+    /// Attempts finished within [`FINISHED_LISTED`] (older ones are forgotten).
+    fn finished_attempts(&self) -> Vec<AttemptRef> {
+        let Ok(mut finished) = self.finished.lock() else {
+            return Vec::new();
+        };
+        finished.retain(|(_, at)| at.elapsed() < FINISHED_LISTED);
+        finished.iter().map(|(a, _)| a.clone()).collect()
     }
 
     fn stop(&self, attempt: &AttemptRef) {
@@ -130,6 +148,7 @@ pub async fn run(
             .build()
             .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?,
         running: Mutex::new(HashMap::new()),
+        finished: Mutex::new(Vec::new()),
         shutdown: kit.shutdown.clone(),
     });
     // Be known before pulling: the scheduler only grants attempts to runners it has heard of.

@@ -740,6 +740,7 @@ async fn an_attempt_its_runner_stops_listing_is_retried() -> anyhow::Result<()> 
         },
         slots: 1,
         running: Vec::new(),
+        finished: Vec::new(),
     })?;
     let client = stack.bus.client().clone();
     client
@@ -774,6 +775,37 @@ async fn an_attempt_its_runner_stops_listing_is_retried() -> anyhow::Result<()> 
     let reply: ClaimReply = decode_control(&reply.payload).map_err(anyhow::Error::msg)?;
     assert!(reply.granted, "{reply:?}");
     assert_eq!(stack.job(&id).await?["runner"], "forgetful");
+    // Listed as finished (its report on the way), the attempt is not lost, past the grace.
+    let finished_beat = encode_control(&RunnerHeartbeat {
+        runner: "forgetful".into(),
+        pool: "default".into(),
+        capacity: flywheel_events::payloads::Resources {
+            cpu: 4.0,
+            memory_mb: 4096,
+            gpu: 0,
+        },
+        slots: 1,
+        running: Vec::new(),
+        finished: vec![AttemptRef {
+            job_id: id.clone(),
+            attempt: 1,
+        }],
+    })?;
+    for _ in 0..15 {
+        client
+            .request(
+                stack.bus.subjects().runner_heartbeats(),
+                finished_beat.clone().into(),
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waiting = stack.job(&id).await?;
+    assert_eq!(
+        (&waiting["status"], &waiting["attempts"]),
+        (&json!("running"), &json!(1)),
+        "{waiting}"
+    );
     // It keeps beating without the attempt; a real runner joins.
     stack.start_runner(&[("slots", "1")]).await?;
     let deadline = std::time::Instant::now() + MINUTE;
