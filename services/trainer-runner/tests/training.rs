@@ -730,18 +730,21 @@ async fn an_attempt_its_runner_stops_listing_is_retried() -> anyhow::Result<()> 
     let mut stack = Stack::start(true, &[("listing_grace_ms", "1000")]).await?;
     let version = stack.push_dataset("events", b"a,b\n1,2\n").await?;
     // A runner that claims an attempt and then forgets it (its claim reply was "lost").
-    let beat = encode_control(&RunnerHeartbeat {
-        runner: "forgetful".into(),
-        pool: "default".into(),
-        capacity: flywheel_events::payloads::Resources {
-            cpu: 4.0,
-            memory_mb: 4096,
-            gpu: 0,
-        },
-        slots: 1,
-        running: Vec::new(),
-        finished: Vec::new(),
-    })?;
+    let heartbeat = |finished: Vec<AttemptRef>| {
+        encode_control(&RunnerHeartbeat {
+            runner: "forgetful".into(),
+            pool: "default".into(),
+            capacity: flywheel_events::payloads::Resources {
+                cpu: 4.0,
+                memory_mb: 4096,
+                gpu: 0,
+            },
+            slots: 1,
+            running: Vec::new(),
+            finished,
+        })
+    };
+    let beat = heartbeat(Vec::new())?;
     let client = stack.bus.client().clone();
     client
         .request(
@@ -776,21 +779,10 @@ async fn an_attempt_its_runner_stops_listing_is_retried() -> anyhow::Result<()> 
     assert!(reply.granted, "{reply:?}");
     assert_eq!(stack.job(&id).await?["runner"], "forgetful");
     // Listed as finished (its report on the way), the attempt is not lost, past the grace.
-    let finished_beat = encode_control(&RunnerHeartbeat {
-        runner: "forgetful".into(),
-        pool: "default".into(),
-        capacity: flywheel_events::payloads::Resources {
-            cpu: 4.0,
-            memory_mb: 4096,
-            gpu: 0,
-        },
-        slots: 1,
-        running: Vec::new(),
-        finished: vec![AttemptRef {
-            job_id: id.clone(),
-            attempt: 1,
-        }],
-    })?;
+    let finished_beat = heartbeat(vec![AttemptRef {
+        job_id: id.clone(),
+        attempt: 1,
+    }])?;
     for _ in 0..15 {
         client
             .request(
