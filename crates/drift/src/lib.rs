@@ -6,6 +6,7 @@
 //! operators, and its dataset-drift share rule.
 
 mod binning;
+pub mod kolmogorov;
 pub mod stats;
 
 /// One column of one sample, without missing values (they are a data-quality finding).

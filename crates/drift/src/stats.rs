@@ -171,9 +171,10 @@ pub fn ks(reference: &[f64], current: &[f64]) -> Result<(f64, f64), DriftError> 
         d = d.max((fa - fb).abs());
     }
     if n1.max(n2) > 10_000 {
-        return Err(DriftError::Unsupported(
-            "KS p-values for samples over 10 000 values (scipy's asymptotic method)".into(),
-        ));
+        // scipy's asymptotic two-sided p-value: kstwo.sf(D, round(m·n / (m + n))).
+        let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
+        let en = (m * n / (m + n)).round_ties_even() as u64;
+        return Ok((d, crate::kolmogorov::sf(en.max(1), d)));
     }
     let g = gcd(n1, n2);
     let lcm = (n1 / g) * n2;

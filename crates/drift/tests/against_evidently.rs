@@ -1,7 +1,9 @@
 //! Every statistic against Evidently 0.7 and scipy on the committed samples
 //! (tests/reference/make_reference.py made them): tolerance 1e-9 relative.
 
-use flywheel_drift::{Column, Method, column_drift, dataset_drifted, default_method, stats};
+use flywheel_drift::{
+    Column, Method, column_drift, dataset_drifted, default_method, kolmogorov, stats,
+};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -166,5 +168,44 @@ fn bad_samples_are_errors_not_panics() {
             None
         )
         .is_err()
+    );
+}
+
+#[test]
+fn the_kolmogorov_distribution_agrees_with_scipys_kstwo() {
+    let r = reference();
+    let grid = r["kolmogorov_sf"].as_array().expect("grid");
+    assert!(grid.len() > 60);
+    let mut failures = Vec::new();
+    for point in grid {
+        let n = point[0].as_u64().expect("n");
+        let x = point[1].as_f64().expect("x");
+        let theirs = point[2].as_f64().expect("sf");
+        let ours = kolmogorov::sf(n, x);
+        if !close(ours, theirs) {
+            failures.push(format!("sf({n}, {x}) = {ours:e}, scipy {theirs:e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn large_samples_take_scipys_asymptotic_path() {
+    let r = reference();
+    let case = &r["ks_large"];
+    let values = |key: &str| -> Vec<f64> {
+        case[key]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_f64().expect("number"))
+            .collect()
+    };
+    let (d, p) = stats::ks(&values("reference"), &values("current")).expect("ks");
+    assert!(close(d, case["statistic"].as_f64().expect("d")), "{d}");
+    assert!(
+        close(p, case["p_value"].as_f64().expect("p")),
+        "{p} vs {}",
+        case["p_value"]
     );
 }

@@ -90,6 +90,26 @@ for name, (ref, cur) in numeric.items():
     reference["columns"][name] = entry(ref, cur, "numeric")
 for name, (ref, cur) in categorical.items():
     reference["columns"][name] = entry(ref, cur, "categorical")
+# The Kolmogorov distribution scipy's asymptotic KS uses (kstwo.sf), over its branches, and one
+# large two-sample case (over 10 000 values, so ks_2samp goes asymptotic).
+grid = []
+for n in [5, 50, 140, 141, 500, 5000, 50000, 200000]:
+    xs = {0.6 / n, 0.9 / n, 0.75, 1 - 0.5 / n}
+    for nx2 in [0.3, 0.7, 1.0, 2.0, 3.5, 10.0, 100.0, 400.0]:
+        xs.add(float(np.sqrt(nx2 / n)))
+    for x in sorted(xs):
+        if 0 < x < 1:
+            grid.append([n, x, float(stats.kstwo.sf(x, n))])
+reference["kolmogorov_sf"] = grid
+big_ref, big_cur = np.round(rng.normal(0, 1, 12000), 2), np.round(rng.normal(0.03, 1, 3000), 2)
+big = stats.ks_2samp(big_ref, big_cur)
+reference["ks_large"] = {
+    "reference": big_ref.tolist(),
+    "current": big_cur.tolist(),
+    "statistic": float(big.statistic),
+    "p_value": float(big.pvalue),
+}
+
 with open("drift_reference.json", "w") as f:
     json.dump(reference, f)
     f.write("\n")
