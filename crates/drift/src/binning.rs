@@ -149,35 +149,45 @@ pub(crate) fn binned_counts(reference: &Column<'_>, current: &Column<'_>) -> (Ve
     }
 }
 
-/// Evidently's `get_binned_data`: shares per bin, zeros replaced by a small epsilon when
-/// `fill_zeroes` (the smallest non-zero share / 10⁶ if that is ≤ 10⁻⁴, else 10⁻⁴).
+/// Shares of a count vector.
+pub(crate) fn shares(counts: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum();
+    counts.iter().map(|c| c / total).collect()
+}
+
+/// Evidently's epsilon for empty bins: the smallest non-zero share / 10⁶ if that is ≤ 10⁻⁴,
+/// else 10⁻⁴.
+pub(crate) fn fill_zeroes(mut shares: Vec<f64>) -> Vec<f64> {
+    let smallest = shares
+        .iter()
+        .copied()
+        .filter(|s| *s != 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if smallest.is_finite() {
+        let epsilon = if smallest <= 0.0001 {
+            smallest / 1e6
+        } else {
+            0.0001
+        };
+        shares
+            .iter_mut()
+            .filter(|s| **s == 0.0)
+            .for_each(|s| *s = epsilon);
+    }
+    shares
+}
+
+/// Evidently's `get_binned_data`: shares per bin (of all values, as it divides by the sample's
+/// length), zeros filled when `fill`.
 pub(crate) fn binned_shares(
     reference: &Column<'_>,
     current: &Column<'_>,
-    fill_zeroes: bool,
+    fill: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let (rc, cc) = binned_counts(reference, current);
     let share = |counts: Vec<f64>, n: usize| -> Vec<f64> {
-        let mut shares: Vec<f64> = counts.iter().map(|c| c / n as f64).collect();
-        if fill_zeroes {
-            let smallest = shares
-                .iter()
-                .copied()
-                .filter(|s| *s != 0.0)
-                .fold(f64::INFINITY, f64::min);
-            if smallest.is_finite() {
-                let epsilon = if smallest <= 0.0001 {
-                    smallest / 1e6
-                } else {
-                    0.0001
-                };
-                shares
-                    .iter_mut()
-                    .filter(|s| **s == 0.0)
-                    .for_each(|s| *s = epsilon);
-            }
-        }
-        shares
+        let shares: Vec<f64> = counts.iter().map(|c| c / n as f64).collect();
+        if fill { fill_zeroes(shares) } else { shares }
     };
     (share(rc, reference.len()), share(cc, current.len()))
 }

@@ -8,7 +8,24 @@ use crate::{Column, DriftError};
 /// Population Stability Index over Evidently's bins (zeros filled).
 pub fn psi(reference: &Column<'_>, current: &Column<'_>) -> f64 {
     let (r, c) = binned_shares(reference, current, true);
-    r.iter().zip(&c).map(|(r, c)| (r - c) * (r / c).ln()).sum()
+    psi_of_shares(&r, &c)
+}
+
+fn psi_of_shares(r: &[f64], c: &[f64]) -> f64 {
+    r.iter().zip(c).map(|(r, c)| (r - c) * (r / c).ln()).sum()
+}
+
+/// PSI of two count vectors over the same bins (a reference profile's histogram and a live
+/// window's), with Evidently's epsilon for empty bins.
+pub fn psi_of_counts(reference: &[f64], current: &[f64]) -> f64 {
+    let r = binning::fill_zeroes(binning::shares(reference));
+    let c = binning::fill_zeroes(binning::shares(current));
+    psi_of_shares(&r, &c)
+}
+
+/// Jensen–Shannon distance of two count vectors over the same bins.
+pub fn jensen_shannon_of_counts(reference: &[f64], current: &[f64]) -> f64 {
+    js_of_shares(&binning::shares(reference), &binning::shares(current))
 }
 
 /// `x·ln(x/y)` as `scipy.special.rel_entr`.
@@ -26,9 +43,13 @@ fn rel_entr(x: f64, y: f64) -> f64 {
 /// `scipy.spatial.distance.jensenshannon`.
 pub fn jensen_shannon(reference: &Column<'_>, current: &Column<'_>) -> f64 {
     let (p, q) = binned_shares(reference, current, false);
+    js_of_shares(&p, &q)
+}
+
+fn js_of_shares(p: &[f64], q: &[f64]) -> f64 {
     let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
     let mut js = 0.0;
-    for (p, q) in p.iter().zip(&q) {
+    for (p, q) in p.iter().zip(q) {
         let (p, q) = (p / sp, q / sq);
         let m = (p + q) / 2.0;
         js += rel_entr(p, m) + rel_entr(q, m);

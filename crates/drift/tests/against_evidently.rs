@@ -209,3 +209,32 @@ fn large_samples_take_scipys_asymptotic_path() {
         case["p_value"]
     );
 }
+
+#[test]
+fn count_vectors_give_the_same_psi_and_jensen_shannon() {
+    // What the monitor's windows hold: counts per bin (here per category) on both sides.
+    let r = reference();
+    for name in ["categories_same", "new_category", "large_categories"] {
+        let entry = &r["columns"][name];
+        let case = Case::of(entry);
+        let mut keys: Vec<&String> = case.words.0.iter().chain(&case.words.1).collect();
+        keys.sort();
+        keys.dedup();
+        let counts = |values: &[String]| -> Vec<f64> {
+            keys.iter()
+                .map(|k| values.iter().filter(|v| v == k).count() as f64)
+                .collect()
+        };
+        let (rc, cc) = (counts(&case.words.0), counts(&case.words.1));
+        let psi = stats::psi_of_counts(&rc, &cc);
+        let js = stats::jensen_shannon_of_counts(&rc, &cc);
+        assert!(
+            close(psi, entry["scores"]["psi"].as_f64().expect("psi")),
+            "{name}: {psi}"
+        );
+        assert!(
+            close(js, entry["scores"]["jensenshannon"].as_f64().expect("js")),
+            "{name}: {js}"
+        );
+    }
+}
