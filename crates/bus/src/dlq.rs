@@ -32,7 +32,7 @@ fn header_safe(text: &str) -> String {
 
 impl Bus {
     /// Copies `message` to the DLQ with the reason; returns once the DLQ stored it.
-    pub(crate) async fn dead_letter(
+    pub async fn dead_letter(
         &self,
         message: &Message,
         stream: StreamKind,

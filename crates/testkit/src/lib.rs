@@ -130,3 +130,39 @@ pub fn s3_config(prefix: &str) -> anyhow::Result<ArtifactsConfig> {
 pub fn s3_store() -> anyhow::Result<ArtifactStore> {
     Ok(ArtifactStore::from_config(&s3_config(&unique_name())?)?)
 }
+
+/// Polls `check` every 100 ms until it says yes; fails after `within` naming `what`.
+pub async fn wait_for(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    while !check().await? {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Every event on a bus prefix's EVENTS stream, oldest first.
+pub async fn events(bus: &flywheel_bus::Bus) -> anyhow::Result<Vec<flywheel_events::Event>> {
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(flywheel_bus::StreamKind::Events))
+        .await?;
+    let state = stream.info().await?.state.clone();
+    let mut events = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            let envelope = flywheel_events::decode_with_header(
+                &message.payload,
+                message.headers.get("Content-Type").map(|v| v.as_str()),
+            )?;
+            events.push(envelope.event);
+        }
+    }
+    Ok(events)
+}

@@ -3,9 +3,9 @@
 //! model's own predictions, bad requests get `{"error"}`, a corrupt package never serves, every
 //! prediction is logged, and a restart serves again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use flywheel_artifacts::ArtifactStore;
 use flywheel_artifacts::package::{self, Manifest, PackageLineage};
@@ -100,16 +100,9 @@ async fn alias(bus: &Bus, version: u32) -> anyhow::Result<()> {
 
 async fn wait_for(
     what: &str,
-    mut check: impl AsyncFnMut() -> anyhow::Result<bool>,
+    check: impl AsyncFnMut() -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await? {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    flywheel_testkit::wait_for(what, Duration::from_secs(30), check).await
 }
 
 /// A deployer on a fresh database and artifact prefix, and a bus client on its prefix.
@@ -539,22 +532,7 @@ async fn deployment(http: &reqwest::Client, deployer: &InProcess) -> anyhow::Res
 }
 
 async fn events_of(bus: &Bus) -> anyhow::Result<Vec<Event>> {
-    let mut stream = bus
-        .jetstream()
-        .get_stream(bus.subjects().stream(StreamKind::Events))
-        .await?;
-    let state = stream.info().await?.state.clone();
-    let mut events = Vec::new();
-    for seq in state.first_sequence..=state.last_sequence {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            let envelope = flywheel_events::decode_with_header(
-                &message.payload,
-                message.headers.get("Content-Type").map(|v| v.as_str()),
-            )?;
-            events.push(envelope.event);
-        }
-    }
-    Ok(events)
+    flywheel_testkit::events(bus).await
 }
 
 /// Sends `n` records requests; returns how many got each status.

@@ -1,16 +1,27 @@
 //! The monitor's HTTP API under `/api/v1`.
 
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use flywheel_runtime::ApiJson;
+use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::comparison::{DriftReport, DriftRequest};
-use crate::{AppState, Result};
+use crate::reports::RetrainingPolicy;
+use crate::schema::{Alerts, Policies, Reports};
+use crate::{AppState, MonitorError, Result};
 
 /// The routes.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/drift", post(drift))
+    Router::new()
+        .route("/api/v1/drift", post(drift))
+        .route("/api/v1/reports", get(reports))
+        .route("/api/v1/reports/{id}", get(report))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/policies/{model}", put(put_policy).get(get_policy))
 }
 
 /// Compares two datasets (CSV in the request or registered versions).
@@ -19,4 +30,143 @@ async fn drift(
     ApiJson(request): ApiJson<DriftRequest>,
 ) -> Result<Json<DriftReport>> {
     Ok(Json(crate::comparison::compare(&state, &request).await?))
+}
+
+/// Filters of the list endpoints.
+#[derive(Debug, Deserialize)]
+struct Filter {
+    deployment: Option<String>,
+    #[serde(default = "hundred")]
+    limit: u64,
+}
+
+fn hundred() -> u64 {
+    100
+}
+
+/// Window reports, newest first.
+async fn reports(
+    State(state): State<AppState>,
+    UrlQuery(filter): UrlQuery<Filter>,
+) -> Result<Json<Vec<Value>>> {
+    let mut query = Query::select();
+    query
+        .column(Reports::Body)
+        .from(Reports::Table)
+        .order_by(Reports::WindowStart, Order::Desc)
+        .limit(Ord::min(filter.limit, 1000));
+    if let Some(deployment) = &filter.deployment {
+        query.and_where(Expr::col(Reports::Deployment).eq(deployment.as_str()));
+    }
+    let rows = state.db.query_all(&query).await?;
+    rows.iter()
+        .map(|r| {
+            let body: String = r.try_get("", "body")?;
+            serde_json::from_str(&body).map_err(|e| MonitorError::Invalid(e.to_string()))
+        })
+        .collect::<Result<_>>()
+        .map(Json)
+}
+
+/// One report.
+async fn report(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
+    let row = state
+        .db
+        .query_one(
+            &Query::select()
+                .column(Reports::Body)
+                .from(Reports::Table)
+                .and_where(Expr::col(Reports::ReportId).eq(id.as_str()))
+                .to_owned(),
+        )
+        .await?
+        .ok_or_else(|| MonitorError::NotFound(format!("report {id} not found")))?;
+    let body: String = row.try_get("", "body")?;
+    serde_json::from_str(&body)
+        .map(Json)
+        .map_err(|e| MonitorError::Invalid(e.to_string()))
+}
+
+/// Alerts, newest first.
+async fn alerts(
+    State(state): State<AppState>,
+    UrlQuery(filter): UrlQuery<Filter>,
+) -> Result<Json<Vec<Value>>> {
+    let mut query = Query::select();
+    query
+        .columns(crate::schema::ALERT_COLUMNS)
+        .column(Alerts::ResolvedAt)
+        .from(Alerts::Table)
+        .order_by(Alerts::RaisedAt, Order::Desc)
+        .limit(Ord::min(filter.limit, 1000));
+    if let Some(deployment) = &filter.deployment {
+        query.and_where(Expr::col(Alerts::Deployment).eq(deployment.as_str()));
+    }
+    let rows = state.db.query_all(&query).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(serde_json::json!({
+                "alert_id": r.try_get::<String>("", "alert_id")?,
+                "rule": r.try_get::<String>("", "rule")?,
+                "deployment": r.try_get::<String>("", "deployment")?,
+                "model": r.try_get::<String>("", "model")?,
+                "severity": r.try_get::<String>("", "severity")?,
+                "status": r.try_get::<String>("", "status")?,
+                "message": r.try_get::<String>("", "message")?,
+                "report_id": r.try_get::<Option<String>>("", "report_id")?,
+                "raised_at": r.try_get::<i64>("", "raised_at")?,
+                "resolved_at": r.try_get::<Option<i64>>("", "resolved_at")?,
+            }))
+        })
+        .collect::<Result<_>>()
+        .map(Json)
+}
+
+/// Sets a model's retraining policy.
+async fn put_policy(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    ApiJson(policy): ApiJson<RetrainingPolicy>,
+) -> Result<Json<RetrainingPolicy>> {
+    if policy.daily_budget == 0 {
+        return Err(MonitorError::Invalid(
+            "daily_budget: at least 1 (delete the policy to stop retraining)".into(),
+        ));
+    }
+    let body = serde_json::to_string(&policy).map_err(|e| MonitorError::Invalid(e.to_string()))?;
+    let mut upsert = Query::insert();
+    upsert
+        .into_table(Policies::Table)
+        .columns([Policies::Model, Policies::Body])
+        .values([model.clone().into(), body.into()])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?
+        .on_conflict(
+            OnConflict::column(Policies::Model)
+                .update_column(Policies::Body)
+                .to_owned(),
+        );
+    state.db.execute(&upsert).await?;
+    Ok(Json(policy))
+}
+
+/// A model's retraining policy.
+async fn get_policy(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>> {
+    let row = state
+        .db
+        .query_one(
+            &Query::select()
+                .column(Policies::Body)
+                .from(Policies::Table)
+                .and_where(Expr::col(Policies::Model).eq(model.as_str()))
+                .to_owned(),
+        )
+        .await?
+        .ok_or_else(|| MonitorError::NotFound(format!("no retraining policy for {model}")))?;
+    let body: String = row.try_get("", "body")?;
+    serde_json::from_str(&body)
+        .map(Json)
+        .map_err(|e| MonitorError::Invalid(e.to_string()))
 }

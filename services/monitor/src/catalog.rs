@@ -1,5 +1,7 @@
 //! What the monitor learns from the registry's events: where every dataset version's bytes and
-//! profile are (`dataset.version.created`), so a comparison or a reference can name a version.
+//! profile are (`dataset.version.created`) and which data each model version was trained on
+//! (`model.version.registered`), so a comparison can name a version and a deployment's windows
+//! have a reference.
 
 use std::time::Duration;
 
@@ -8,49 +10,79 @@ use flywheel_events::Event;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ConnectionTrait, QueryResult};
 
-use crate::schema::Datasets;
+use crate::schema::{Datasets, Versions};
 use crate::{AppState, MonitorError, Result};
 
-/// The durable consumer of `dataset.version.created`, shared by every monitor replica.
+/// The durable consumer of the events the monitor learns from, shared by every replica (one
+/// filter with a wildcard: NATS 2.9 ignores lists of filters).
 pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
     let prefix = state.bus.subjects().prefix().to_owned();
     ConsumerSpec::new(
         StreamKind::Events,
-        "monitor-datasets",
-        format!("{prefix}.events.dataset.version.created"),
+        "monitor-catalog",
+        format!("{prefix}.events.>"),
     )
 }
 
 /// Handles one event.
 pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
-    let Event::DatasetVersionCreated(e) = &delivery.envelope.event else {
-        return Outcome::Ack;
+    let statement = match &delivery.envelope.event {
+        Event::DatasetVersionCreated(e) => {
+            let mut insert = Query::insert();
+            insert.into_table(Datasets::Table).columns([
+                Datasets::Dataset,
+                Datasets::Version,
+                Datasets::Uri,
+                Datasets::Format,
+                Datasets::Sha256,
+                Datasets::ProfileUri,
+            ]);
+            if let Err(err) = insert.values([
+                e.dataset.clone().into(),
+                e.version.clone().into(),
+                e.uri.clone().into(),
+                e.format.clone().into(),
+                e.sha256.clone().into(),
+                e.profile_uri.clone().into(),
+            ]) {
+                return Outcome::poison(err.to_string());
+            }
+            insert.on_conflict(
+                OnConflict::columns([Datasets::Dataset, Datasets::Version])
+                    .do_nothing()
+                    .to_owned(),
+            );
+            insert
+        }
+        Event::ModelVersionRegistered(e) => {
+            let Some(dataset) = &e.lineage.dataset else {
+                return Outcome::Ack;
+            };
+            let mut insert = Query::insert();
+            insert.into_table(Versions::Table).columns([
+                Versions::Model,
+                Versions::Version,
+                Versions::Dataset,
+                Versions::DatasetVersion,
+            ]);
+            if let Err(err) = insert.values([
+                e.model.clone().into(),
+                i32::try_from(e.version).unwrap_or(i32::MAX).into(),
+                dataset.name.clone().into(),
+                dataset.version.clone().into(),
+            ]) {
+                return Outcome::poison(err.to_string());
+            }
+            insert.on_conflict(
+                OnConflict::columns([Versions::Model, Versions::Version])
+                    .do_nothing()
+                    .to_owned(),
+            );
+            insert
+        }
+        _ => return Outcome::Ack,
     };
-    let mut insert = Query::insert();
-    insert.into_table(Datasets::Table).columns([
-        Datasets::Dataset,
-        Datasets::Version,
-        Datasets::Uri,
-        Datasets::Format,
-        Datasets::Sha256,
-        Datasets::ProfileUri,
-    ]);
-    if let Err(e) = insert.values([
-        e.dataset.clone().into(),
-        e.version.clone().into(),
-        e.uri.clone().into(),
-        e.format.clone().into(),
-        e.sha256.clone().into(),
-        e.profile_uri.clone().into(),
-    ]) {
-        return Outcome::poison(e.to_string());
-    }
-    insert.on_conflict(
-        OnConflict::columns([Datasets::Dataset, Datasets::Version])
-            .do_nothing()
-            .to_owned(),
-    );
-    match state.db.execute(&insert).await {
+    match state.db.execute(&statement).await {
         Ok(_) => Outcome::Ack,
         Err(e) => Outcome::retry(Duration::from_secs(2), e.to_string()),
     }
@@ -61,6 +93,7 @@ pub(crate) struct StoredDataset {
     pub(crate) uri: String,
     pub(crate) format: String,
     pub(crate) sha256: String,
+    pub(crate) profile_uri: Option<String>,
 }
 
 /// Looks a dataset version up.
@@ -70,7 +103,12 @@ pub(crate) async fn dataset(state: &AppState, name: &str, version: &str) -> Resu
         .db
         .query_one(
             &Query::select()
-                .columns([Datasets::Uri, Datasets::Format, Datasets::Sha256])
+                .columns([
+                    Datasets::Uri,
+                    Datasets::Format,
+                    Datasets::Sha256,
+                    Datasets::ProfileUri,
+                ])
                 .from(Datasets::Table)
                 .and_where(Expr::col(Datasets::Dataset).eq(name))
                 .and_where(Expr::col(Datasets::Version).eq(version))
@@ -86,5 +124,29 @@ pub(crate) async fn dataset(state: &AppState, name: &str, version: &str) -> Resu
         uri: row.try_get("", "uri")?,
         format: row.try_get("", "format")?,
         sha256: row.try_get("", "sha256")?,
+        profile_uri: row.try_get("", "profile_uri")?,
     })
+}
+
+/// The dataset version a model version was trained on, if the monitor knows it.
+pub(crate) async fn training_data_in<C: ConnectionTrait>(
+    conn: &C,
+    model: &str,
+    version: u32,
+) -> Result<Option<(String, String)>> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    let row = conn
+        .query_one(
+            &Query::select()
+                .columns([Versions::Dataset, Versions::DatasetVersion])
+                .from(Versions::Table)
+                .and_where(Expr::col(Versions::Model).eq(model))
+                .and_where(
+                    Expr::col(Versions::Version).eq(i32::try_from(version).unwrap_or(i32::MAX)),
+                )
+                .to_owned(),
+        )
+        .await?;
+    row.map(|r| Ok((r.try_get("", "dataset")?, r.try_get("", "dataset_version")?)))
+        .transpose()
 }

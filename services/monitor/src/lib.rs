@@ -1,15 +1,20 @@
-//! The monitor: drift, quality and performance monitoring of served models. This slice compares
-//! datasets offline (`POST /api/v1/drift`, Evidently's data drift report on two samples, with
-//! Evidently's methods and verdicts from `crates/drift`) and learns where dataset versions are
-//! from the registry's events; streaming windows over the prediction logs, alerts and
-//! retraining come next (issue 6).
+//! The monitor: drift and data-quality monitoring of served models. It reads the prediction logs
+//! into tumbling windows per deployment and version (checkpointed with exactly-once counting),
+//! judges each closed window against the training dataset's stored profile, stores and
+//! publishes a report, raises and resolves drift alerts and — per a model's retraining policy,
+//! with a cooldown and a daily budget — asks for a retraining. It also compares datasets offline
+//! (`POST /api/v1/drift`: Evidently's data drift report on two samples, with Evidently's methods
+//! and verdicts from `crates/drift`).
 
 mod api;
 mod catalog;
 pub mod comparison;
 mod error;
 mod migrations;
+mod reader;
+pub mod reports;
 mod schema;
+mod windows;
 
 use flywheel_artifacts::ArtifactStore;
 use flywheel_bus::Bus;
@@ -19,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use error::{MonitorError, Result};
 pub use migrations::Migrator;
+pub use reader::WindowConfig;
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "monitor";
@@ -43,6 +49,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> ServiceResult {
+    let config = WindowConfig {
+        size: settings.option("window_size", 1000u64)?.max(1),
+        max_age: std::time::Duration::from_secs(settings.option("window_seconds", 300u64)?.max(1)),
+        drift_share: settings.option("drift_share", 0.5f64)?,
+        checkpoint_every: settings.option("checkpoint_every", 10_000u64)?.max(1),
+    };
+    if !(0.0..=1.0).contains(&config.drift_share) {
+        return Err(flywheel_runtime::ServiceError::Config(
+            "service.drift_share: a share from 0 to 1".into(),
+        ));
+    }
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
@@ -51,10 +68,12 @@ pub async fn run(
         bus: kit.bus.clone(),
         artifacts: kit.artifacts.clone(),
     };
+    kit.start_outbox()?;
     let s = state.clone();
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
     });
+    kit.spawn(reader::run(state.clone(), config, kit.shutdown.clone()));
     kit.mount(api::router().with_state(state));
     kit.run_until_shutdown().await
 }

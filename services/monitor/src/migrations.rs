@@ -1,10 +1,10 @@
 //! The monitor's migrations, recorded in `monitor_migrations`.
 
 use sea_orm::DbErr;
-use sea_orm::sea_query::{ColumnDef, Index, Table};
+use sea_orm::sea_query::{ColumnDef, Index, IntoIden, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
-use crate::schema::Datasets;
+use crate::schema::{Alerts, Checkpoints, Datasets, Policies, Reports, Retrainings, Versions};
 
 flywheel_db::migrator!(
     Migrator,
@@ -12,6 +12,8 @@ flywheel_db::migrator!(
     [
         flywheel_db::inbox::CreateInbox::new("monitor"),
         CreateDatasets,
+        flywheel_runtime::outbox::CreateOutbox::new("monitor"),
+        CreateMonitoring,
     ]
 );
 
@@ -45,6 +47,155 @@ impl MigrationTrait for CreateDatasets {
                             .col(Datasets::Dataset)
                             .col(Datasets::Version),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+fn text(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column).text().not_null().to_owned()
+}
+
+fn big(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column).big_integer().not_null().to_owned()
+}
+
+/// Versions, the reader's checkpoint, reports, alerts, policies and retrainings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateMonitoring;
+
+impl MigrationName for CreateMonitoring {
+    fn name(&self) -> &str {
+        "m0004_monitor_create_monitoring"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMonitoring {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Versions::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Versions::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Versions::Version).integer().not_null())
+                    .col(text(Versions::Dataset))
+                    .col(text(Versions::DatasetVersion))
+                    .primary_key(Index::create().col(Versions::Model).col(Versions::Version))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Checkpoints::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Checkpoints::Reader)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(big(Checkpoints::Sequence))
+                    .col(text(Checkpoints::Windows))
+                    .col(big(Checkpoints::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Reports::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Reports::ReportId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Reports::Deployment)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Reports::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Reports::Version).integer().not_null())
+                    .col(big(Reports::WindowStart))
+                    .col(big(Reports::WindowEnd))
+                    .col(big(Reports::Count))
+                    .col(ColumnDef::new(Reports::DatasetDrift).boolean().not_null())
+                    .col(text(Reports::Body))
+                    .col(big(Reports::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alerts::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Alerts::AlertId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Alerts::Rule).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(Alerts::Deployment)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alerts::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Alerts::Severity).string_len(32).not_null())
+                    .col(ColumnDef::new(Alerts::Status).string_len(32).not_null())
+                    .col(text(Alerts::Message))
+                    .col(ColumnDef::new(Alerts::ReportId).string_len(128).null())
+                    .col(big(Alerts::RaisedAt))
+                    .col(ColumnDef::new(Alerts::ResolvedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policies::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Policies::Model)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Policies::Body))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Retrainings::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Retrainings::RequestId)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Retrainings::Model)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Retrainings::AlertId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(big(Retrainings::RequestedAt))
                     .to_owned(),
             )
             .await

@@ -15,3 +15,92 @@ pub(crate) enum Datasets {
     Sha256,
     ProfileUri,
 }
+
+/// Model versions and their training data (from `model.version.registered`).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Versions {
+    #[sea_orm(iden = "monitor_versions")]
+    Table,
+    Model,
+    Version,
+    Dataset,
+    DatasetVersion,
+}
+
+/// Where the prediction reader is: the last stream sequence counted and the open windows.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Checkpoints {
+    #[sea_orm(iden = "monitor_checkpoints")]
+    Table,
+    Reader,
+    Sequence,
+    Windows,
+    UpdatedAt,
+}
+
+/// One report per closed window.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Reports {
+    #[sea_orm(iden = "monitor_reports")]
+    Table,
+    ReportId,
+    Deployment,
+    Model,
+    Version,
+    WindowStart,
+    WindowEnd,
+    Count,
+    DatasetDrift,
+    Body,
+    CreatedAt,
+}
+
+/// Alerts, open and resolved.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Alerts {
+    #[sea_orm(iden = "monitor_alerts")]
+    Table,
+    AlertId,
+    Rule,
+    Deployment,
+    Model,
+    Severity,
+    Status,
+    Message,
+    ReportId,
+    RaisedAt,
+    ResolvedAt,
+}
+
+/// Retraining policies per model.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Policies {
+    #[sea_orm(iden = "monitor_policies")]
+    Table,
+    Model,
+    Body,
+}
+
+/// Retrainings the monitor asked for.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Retrainings {
+    #[sea_orm(iden = "monitor_retrainings")]
+    Table,
+    RequestId,
+    Model,
+    AlertId,
+    RequestedAt,
+}
+
+/// The columns an alert is written with (all but `resolved_at`).
+pub(crate) const ALERT_COLUMNS: [Alerts; 9] = [
+    Alerts::AlertId,
+    Alerts::Rule,
+    Alerts::Deployment,
+    Alerts::Model,
+    Alerts::Severity,
+    Alerts::Status,
+    Alerts::Message,
+    Alerts::ReportId,
+    Alerts::RaisedAt,
+];

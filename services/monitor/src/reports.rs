@@ -1,0 +1,402 @@
+//! What happens when a window closes, in the same transaction as the reader's checkpoint: the
+//! report is stored and published (`monitor.report.created`); the drift alert rule raises or
+//! resolves (`monitor.alert.raised` / `resolved`); a raised drift alert asks for a retraining
+//! (`training.requested`, reason `drift`) when the model's policy allows — never twice within
+//! its cooldown, never more than its daily budget.
+
+use chrono::{TimeZone, Utc};
+use flywheel_events::payloads::{
+    DatasetRef, MonitorAlertRaised, MonitorAlertResolved, MonitorReportCreated, Resources,
+    TrainerSpec, TrainingReason, TrainingRequested,
+};
+use flywheel_events::{Envelope, Event};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Alerts, Policies, Reports, Retrainings};
+use crate::windows::{Evaluation, Window};
+use crate::{AppState, MonitorError, Result};
+
+/// The alert rule for data drift.
+pub(crate) const DRIFT_RULE: &str = "data_drift";
+
+/// A model's retraining policy (`PUT /api/v1/policies/{model}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetrainingPolicy {
+    /// The trainer to run.
+    pub trainer: TrainerSpec,
+    /// Resources for it.
+    #[serde(default = "default_resources")]
+    pub resources: Resources,
+    /// No second retraining within this many seconds of the last.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_seconds: u64,
+    /// At most this many retrainings per UTC day.
+    #[serde(default = "default_budget")]
+    pub daily_budget: u32,
+    /// Consecutive drifted windows before the alert is raised.
+    #[serde(default = "one")]
+    pub windows: u32,
+}
+
+fn default_resources() -> Resources {
+    Resources {
+        cpu: 1.0,
+        memory_mb: 1024,
+        gpu: 0,
+    }
+}
+
+fn default_cooldown() -> u64 {
+    3600
+}
+
+fn default_budget() -> u32 {
+    3
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn enqueue(txn: &DatabaseTransaction, state: &AppState, event: Event) -> Result<()> {
+    let envelope = Envelope::new(crate::SERVICE, "default", event);
+    flywheel_runtime::outbox::enqueue(txn, crate::SERVICE, &state.bus, &envelope).await?;
+    Ok(())
+}
+
+fn millis_to_time(ms: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Stores and announces the report of a closed window, then applies the alert rule.
+pub(crate) async fn close(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &Window,
+    evaluation: &Evaluation,
+    now: i64,
+) -> Result<()> {
+    // The window's first stream sequence makes the id: a window rebuilt after a crash before its
+    // checkpoint writes the same report once.
+    let report_id = format!(
+        "{}-v{}-{}",
+        window.deployment, window.version, window.first_sequence
+    );
+    let body = serde_json::json!({
+        "report_id": report_id,
+        "deployment": window.deployment,
+        "model": window.model,
+        "version": window.version,
+        "window_start": window.started_at,
+        "window_end": window.last_at,
+        "count": window.count,
+        "drift_share": evaluation.drift_share,
+        "dataset_drift": evaluation.dataset_drift,
+        "columns": evaluation.columns,
+        "findings": evaluation.findings,
+        "latency_us_mean": window.latency_us_sum.checked_div(window.count).unwrap_or(0),
+        "latency_us_max": window.latency_us_max,
+    });
+    let mut insert = Query::insert();
+    insert
+        .into_table(Reports::Table)
+        .columns([
+            Reports::ReportId,
+            Reports::Deployment,
+            Reports::Model,
+            Reports::Version,
+            Reports::WindowStart,
+            Reports::WindowEnd,
+            Reports::Count,
+            Reports::DatasetDrift,
+            Reports::Body,
+            Reports::CreatedAt,
+        ])
+        .values([
+            report_id.clone().into(),
+            window.deployment.clone().into(),
+            window.model.clone().into(),
+            i32::try_from(window.version).unwrap_or(i32::MAX).into(),
+            window.started_at.into(),
+            window.last_at.into(),
+            i64::try_from(window.count).unwrap_or(i64::MAX).into(),
+            evaluation.dataset_drift.into(),
+            body.to_string().into(),
+            now.into(),
+        ])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?
+        .on_conflict(
+            OnConflict::column(Reports::ReportId)
+                .do_nothing()
+                .to_owned(),
+        );
+    let inserted = txn.execute(&insert).await?.rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    let mut metrics = flywheel_events::payloads::Metrics::default();
+    metrics.insert(
+        "latency_us_mean".into(),
+        window.latency_us_sum.checked_div(window.count).unwrap_or(0) as f64,
+    );
+    enqueue(
+        txn,
+        state,
+        Event::MonitorReportCreated(MonitorReportCreated {
+            report_id: report_id.clone(),
+            deployment: window.deployment.clone(),
+            model: window.model.clone(),
+            version: window.version,
+            window_start: millis_to_time(window.started_at),
+            window_end: millis_to_time(window.last_at),
+            count: window.count,
+            drift_share: evaluation.drift_share,
+            dataset_drift: evaluation.dataset_drift,
+            columns: evaluation.columns.clone(),
+            metrics,
+        }),
+    )
+    .await?;
+    metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.deployment.clone())
+        .increment(1);
+    apply_drift_rule(txn, state, window, evaluation, &report_id, now).await
+}
+
+async fn policy(txn: &DatabaseTransaction, model: &str) -> Result<Option<RetrainingPolicy>> {
+    let row = txn
+        .query_one(
+            &Query::select()
+                .column(Policies::Body)
+                .from(Policies::Table)
+                .and_where(Expr::col(Policies::Model).eq(model))
+                .to_owned(),
+        )
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<String>("", "body"))
+        .transpose()?
+        .and_then(|b| serde_json::from_str(&b).ok()))
+}
+
+/// Raises the drift alert after `windows` drifted reports in a row; resolves it on a clean one.
+async fn apply_drift_rule(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &Window,
+    evaluation: &Evaluation,
+    report_id: &str,
+    now: i64,
+) -> Result<()> {
+    let open = txn
+        .query_one(
+            &Query::select()
+                .column(Alerts::AlertId)
+                .from(Alerts::Table)
+                .and_where(Expr::col(Alerts::Deployment).eq(window.deployment.as_str()))
+                .and_where(Expr::col(Alerts::Rule).eq(DRIFT_RULE))
+                .and_where(Expr::col(Alerts::Status).eq("raised"))
+                .to_owned(),
+        )
+        .await?
+        .map(|r| r.try_get::<String>("", "alert_id"))
+        .transpose()?;
+    if !evaluation.dataset_drift {
+        if let Some(alert_id) = open {
+            txn.execute(
+                &Query::update()
+                    .table(Alerts::Table)
+                    .value(Alerts::Status, "resolved")
+                    .value(Alerts::ResolvedAt, now)
+                    .and_where(Expr::col(Alerts::AlertId).eq(alert_id.as_str()))
+                    .to_owned(),
+            )
+            .await?;
+            enqueue(
+                txn,
+                state,
+                Event::MonitorAlertResolved(MonitorAlertResolved {
+                    alert_id,
+                    rule: DRIFT_RULE.into(),
+                    deployment: window.deployment.clone(),
+                }),
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    if open.is_some() {
+        return Ok(());
+    }
+    let policy = policy(txn, &window.model).await?;
+    let needed: u32 = policy.as_ref().map_or(1, |p| Ord::max(p.windows, 1));
+    let recent = txn
+        .query_all(
+            &Query::select()
+                .column(Reports::DatasetDrift)
+                .from(Reports::Table)
+                .and_where(Expr::col(Reports::Deployment).eq(window.deployment.as_str()))
+                .order_by(Reports::CreatedAt, Order::Desc)
+                .order_by(Reports::WindowStart, Order::Desc)
+                .limit(u64::from(needed))
+                .to_owned(),
+        )
+        .await?;
+    let drifted_in_a_row = recent
+        .iter()
+        .filter_map(|r| r.try_get::<bool>("", "dataset_drift").ok())
+        .take_while(|d| *d)
+        .count();
+    if drifted_in_a_row < needed as usize {
+        return Ok(());
+    }
+    let drifted: Vec<&str> = evaluation
+        .columns
+        .iter()
+        .filter(|c| c.drifted)
+        .map(|c| c.column.as_str())
+        .collect();
+    let message = format!(
+        "data drift in {} of {} features of {} version {}: {}",
+        drifted.len(),
+        evaluation.columns.len(),
+        window.model,
+        window.version,
+        drifted.join(", ")
+    );
+    let alert_id = format!("{DRIFT_RULE}-{report_id}");
+    let mut insert = Query::insert();
+    insert
+        .into_table(Alerts::Table)
+        .columns(crate::schema::ALERT_COLUMNS)
+        .values([
+            alert_id.clone().into(),
+            DRIFT_RULE.into(),
+            window.deployment.clone().into(),
+            window.model.clone().into(),
+            "warning".into(),
+            "raised".into(),
+            message.clone().into(),
+            report_id.into(),
+            now.into(),
+        ])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?;
+    txn.execute(&insert).await?;
+    tracing::warn!(deployment = %window.deployment, %message, "drift alert raised");
+    enqueue(
+        txn,
+        state,
+        Event::MonitorAlertRaised(MonitorAlertRaised {
+            alert_id: alert_id.clone(),
+            rule: DRIFT_RULE.into(),
+            deployment: window.deployment.clone(),
+            severity: "warning".into(),
+            message,
+            report_id: Some(report_id.to_owned()),
+        }),
+    )
+    .await?;
+    if let Some(policy) = policy {
+        retrain(txn, state, window, &policy, &alert_id, now).await?;
+    }
+    Ok(())
+}
+
+/// Asks for a retraining on the serving version's training data, within the policy's cooldown
+/// and daily budget.
+async fn retrain(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &Window,
+    policy: &RetrainingPolicy,
+    alert_id: &str,
+    now: i64,
+) -> Result<()> {
+    let model = window.model.as_str();
+    let last = txn
+        .query_one(
+            &Query::select()
+                .expr(Expr::col(Retrainings::RequestedAt).max())
+                .from(Retrainings::Table)
+                .and_where(Expr::col(Retrainings::Model).eq(model))
+                .to_owned(),
+        )
+        .await?
+        .and_then(|r| r.try_get_by_index::<Option<i64>>(0).ok().flatten());
+    let cooldown_ms =
+        i64::try_from(policy.cooldown_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    if let Some(last) = last
+        && now - last < cooldown_ms
+    {
+        tracing::info!(model, "drift retraining skipped: in cooldown");
+        return Ok(());
+    }
+    let day_start = now - now.rem_euclid(86_400_000);
+    let today = txn
+        .query_all(
+            &Query::select()
+                .column(Retrainings::RequestId)
+                .from(Retrainings::Table)
+                .and_where(Expr::col(Retrainings::Model).eq(model))
+                .and_where(Expr::col(Retrainings::RequestedAt).gte(day_start))
+                .to_owned(),
+        )
+        .await?
+        .len();
+    if today >= policy.daily_budget as usize {
+        tracing::info!(model, "drift retraining skipped: daily budget spent");
+        return Ok(());
+    }
+    let Some((dataset, version)) =
+        crate::catalog::training_data_in(txn, model, window.version).await?
+    else {
+        tracing::warn!(
+            model,
+            version = window.version,
+            "drift retraining skipped: training data unknown"
+        );
+        return Ok(());
+    };
+    let request_id = format!("drift-{alert_id}");
+    let mut insert = Query::insert();
+    insert
+        .into_table(Retrainings::Table)
+        .columns([
+            Retrainings::RequestId,
+            Retrainings::Model,
+            Retrainings::AlertId,
+            Retrainings::RequestedAt,
+        ])
+        .values([
+            request_id.clone().into(),
+            model.into(),
+            alert_id.into(),
+            now.into(),
+        ])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?;
+    txn.execute(&insert).await?;
+    enqueue(
+        txn,
+        state,
+        Event::TrainingRequested(TrainingRequested {
+            request_id,
+            model: model.to_owned(),
+            dataset: DatasetRef {
+                name: dataset,
+                version,
+            },
+            trainer: policy.trainer.clone(),
+            resources: policy.resources.clone(),
+            priority: 0,
+            reason: TrainingReason::Drift,
+            search: None,
+            gates: Vec::new(),
+            timeout_seconds: None,
+        }),
+    )
+    .await?;
+    metrics::counter!("flywheel_monitor_retrainings_requested_total", "model" => model.to_owned())
+        .increment(1);
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Tumbling windows of prediction logs per deployment and version, in bounded memory whatever
+//! the traffic: per numeric feature the counts on the reference profile's histogram edges (plus
+//! below/above the reference's range), per categorical feature the counts of the reference's
+//! known categories plus everything else, missing and wrongly typed values, latency. A window
+//! closes after `window_size` predictions or `window_seconds`, whichever comes first.
+
+use std::collections::BTreeMap;
+
+use flywheel_data::{ColumnProfile, Profile};
+use flywheel_drift::stats;
+use flywheel_events::payloads::{ColumnDrift, PredictionLogged};
+use serde::{Deserialize, Serialize};
+
+/// Largest number of distinct unknown categories remembered per feature (the rest are counted
+/// together), so memory stays bounded.
+const UNKNOWN_CATEGORIES_KEPT: usize = 100;
+
+/// One feature's counts in a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum FeatureWindow {
+    /// Counts per reference bin: `[below, bins..., above]`.
+    Numeric {
+        /// Counts.
+        counts: Vec<u64>,
+        /// Null values.
+        missing: u64,
+        /// Values that were not numbers.
+        wrong_type: u64,
+    },
+    /// Counts per reference category, and of categories the reference's top list lacks.
+    Categorical {
+        /// Counts of the reference's categories, in its order.
+        known: Vec<u64>,
+        /// Counts of other categories (the first [`UNKNOWN_CATEGORIES_KEPT`] by name).
+        unknown: BTreeMap<String, u64>,
+        /// Other categories beyond those kept.
+        unknown_overflow: u64,
+        /// Null values.
+        missing: u64,
+    },
+}
+
+/// An open window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Window {
+    /// Deployment.
+    pub deployment: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: u32,
+    /// Stream sequence of its first prediction (its report's identity).
+    pub first_sequence: u64,
+    /// When it opened and when it last got a prediction, ms.
+    pub started_at: i64,
+    /// See `started_at`.
+    pub last_at: i64,
+    /// Predictions counted.
+    pub count: u64,
+    /// Per feature of the reference.
+    pub features: BTreeMap<String, FeatureWindow>,
+    /// Inputs the reference does not know, with how often they came.
+    pub unexpected: BTreeMap<String, u64>,
+    /// Sum of latencies, µs.
+    pub latency_us_sum: u64,
+    /// Largest latency, µs.
+    pub latency_us_max: u64,
+}
+
+fn known_categories(column: &ColumnProfile) -> Vec<String> {
+    column
+        .categorical
+        .as_ref()
+        .map(|c| c.top.iter().map(|(v, _)| v.clone()).collect())
+        .unwrap_or_default()
+}
+
+impl Window {
+    /// A new window shaped by the reference profile (`None`: no reference yet; only counts).
+    pub(crate) fn open(
+        prediction: &PredictionLogged,
+        reference: Option<&Profile>,
+        sequence: u64,
+        now: i64,
+    ) -> Self {
+        let mut features = BTreeMap::new();
+        for column in reference.map(|p| p.columns.as_slice()).unwrap_or_default() {
+            let feature = if let Some(numeric) = &column.numeric {
+                FeatureWindow::Numeric {
+                    counts: vec![0; numeric.histogram.counts.len() + 2],
+                    missing: 0,
+                    wrong_type: 0,
+                }
+            } else {
+                FeatureWindow::Categorical {
+                    known: vec![0; known_categories(column).len()],
+                    unknown: BTreeMap::new(),
+                    unknown_overflow: 0,
+                    missing: 0,
+                }
+            };
+            features.insert(column.name.clone(), feature);
+        }
+        Self {
+            deployment: prediction.deployment.clone(),
+            model: prediction.model.clone(),
+            version: prediction.version,
+            first_sequence: sequence,
+            started_at: now,
+            last_at: now,
+            count: 0,
+            features,
+            unexpected: BTreeMap::new(),
+            latency_us_sum: 0,
+            latency_us_max: 0,
+        }
+    }
+
+    /// Counts one prediction.
+    pub(crate) fn add(
+        &mut self,
+        prediction: &PredictionLogged,
+        reference: Option<&Profile>,
+        now: i64,
+    ) {
+        self.count += 1;
+        self.last_at = now;
+        self.latency_us_sum = self.latency_us_sum.saturating_add(prediction.latency_us);
+        self.latency_us_max = self.latency_us_max.max(prediction.latency_us);
+        for (name, value) in &prediction.inputs {
+            let shaped = !self.features.is_empty();
+            let Some(feature) = self.features.get_mut(name) else {
+                if shaped {
+                    *self.unexpected.entry(name.clone()).or_default() += 1;
+                }
+                continue;
+            };
+            let Some(column) = reference.and_then(|p| p.column(name)) else {
+                continue;
+            };
+            match feature {
+                FeatureWindow::Numeric {
+                    counts,
+                    missing,
+                    wrong_type,
+                } => match value {
+                    serde_json::Value::Null => *missing += 1,
+                    serde_json::Value::Number(n) => match (n.as_f64(), &column.numeric) {
+                        (Some(v), Some(numeric)) => {
+                            counts[bin(&numeric.histogram.edges, v)] += 1;
+                        }
+                        _ => *wrong_type += 1,
+                    },
+                    _ => *wrong_type += 1,
+                },
+                FeatureWindow::Categorical {
+                    known,
+                    unknown,
+                    unknown_overflow,
+                    missing,
+                } => {
+                    let text = match value {
+                        serde_json::Value::Null => {
+                            *missing += 1;
+                            continue;
+                        }
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let categories = known_categories(column);
+                    match categories.iter().position(|c| *c == text) {
+                        Some(i) => known[i] += 1,
+                        None if unknown.len() < UNKNOWN_CATEGORIES_KEPT
+                            || unknown.contains_key(&text) =>
+                        {
+                            *unknown.entry(text).or_default() += 1;
+                        }
+                        None => *unknown_overflow += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the window is done.
+    pub(crate) fn is_full(&self, size: u64, max_age_ms: i64, now: i64) -> bool {
+        self.count >= size || (self.count > 0 && now - self.started_at >= max_age_ms)
+    }
+}
+
+/// The bin of `[below, bins..., above]` a value falls in (numpy's rule inside the edges).
+fn bin(edges: &[f64], v: f64) -> usize {
+    let bins = edges.len().saturating_sub(1);
+    if bins == 0 || v.is_nan() {
+        return 0;
+    }
+    if v < edges[0] {
+        return 0;
+    }
+    if v > edges[bins] {
+        return bins + 1;
+    }
+    edges.partition_point(|e| *e <= v).clamp(1, bins)
+}
+
+/// What a closed window says: per-feature drift and data-quality findings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Evaluation {
+    /// Per-feature drift.
+    pub columns: Vec<ColumnDrift>,
+    /// Drifted share.
+    pub drift_share: f64,
+    /// Dataset-level verdict.
+    pub dataset_drift: bool,
+    /// Findings, e.g. `age: 12 values above the reference's range`.
+    pub findings: Vec<String>,
+}
+
+/// Judges a window against its reference: PSI (threshold 0.1) on the reference's histogram bins
+/// for numeric features, Jensen–Shannon distance (0.1) on categories for the others — both
+/// Evidently's definitions, computed on the counts a bounded window keeps; the dataset drifts
+/// when at least `drift_share` of the features do.
+pub(crate) fn evaluate(
+    window: &Window,
+    reference: Option<&Profile>,
+    drift_share: f64,
+) -> Evaluation {
+    let mut columns = Vec::new();
+    let mut findings = Vec::new();
+    // A window opened before its reference was known has no bins to judge.
+    let Some(profile) = reference.filter(|_| !window.features.is_empty()) else {
+        findings.push(format!(
+            "no reference profile for {} version {}: the training dataset's profile is unknown",
+            window.model, window.version
+        ));
+        return Evaluation {
+            columns,
+            drift_share: 0.0,
+            dataset_drift: false,
+            findings,
+        };
+    };
+    for (name, seen) in &window.unexpected {
+        findings.push(format!("{name}: not in the reference ({seen} values)"));
+    }
+    for (name, feature) in &window.features {
+        let Some(column) = profile.column(name) else {
+            continue;
+        };
+        let (method, reference_counts, current_counts, threshold) = match feature {
+            FeatureWindow::Numeric {
+                counts,
+                missing,
+                wrong_type,
+            } => {
+                let Some(numeric) = &column.numeric else {
+                    continue;
+                };
+                if *missing > 0 {
+                    findings.push(format!("{name}: {missing} missing values"));
+                }
+                if *wrong_type > 0 {
+                    findings.push(format!("{name}: {wrong_type} values that are not numbers"));
+                }
+                let (below, above) = (counts[0], counts[counts.len() - 1]);
+                if below + above > 0 {
+                    findings.push(format!(
+                        "{name}: {below} values below and {above} above the reference's range [{}, {}]",
+                        numeric.min, numeric.max
+                    ));
+                }
+                let mut reference_counts = vec![0.0];
+                reference_counts.extend(numeric.histogram.counts.iter().map(|c| *c as f64));
+                reference_counts.push(0.0);
+                (
+                    "psi",
+                    reference_counts,
+                    counts.iter().map(|c| *c as f64).collect::<Vec<_>>(),
+                    0.1,
+                )
+            }
+            FeatureWindow::Categorical {
+                known,
+                unknown,
+                unknown_overflow,
+                missing,
+            } => {
+                if *missing > 0 {
+                    findings.push(format!("{name}: {missing} missing values"));
+                }
+                let Some(categorical) = &column.categorical else {
+                    continue;
+                };
+                let top_total: u64 = categorical.top.iter().map(|(_, c)| c).sum();
+                let others_in_reference = column.count.saturating_sub(top_total);
+                let complete = others_in_reference == 0;
+                let unknown_total: u64 = unknown.values().sum::<u64>() + unknown_overflow;
+                if complete && unknown_total > 0 {
+                    let names: Vec<&str> = unknown.keys().take(10).map(String::as_str).collect();
+                    findings.push(format!(
+                        "{name}: {unknown_total} values in categories the reference never had ({})",
+                        names.join(", ")
+                    ));
+                }
+                let mut reference_counts: Vec<f64> =
+                    categorical.top.iter().map(|(_, c)| *c as f64).collect();
+                let mut current_counts: Vec<f64> = known.iter().map(|c| *c as f64).collect();
+                // Everything outside the reference's top categories, on both sides.
+                reference_counts.push(others_in_reference as f64);
+                current_counts.push(unknown_total as f64);
+                ("jensenshannon", reference_counts, current_counts, 0.1)
+            }
+        };
+        let total: f64 = current_counts.iter().sum();
+        if total == 0.0 {
+            // Not an input of this model (e.g. the training target), or only missing values
+            // (reported above).
+            continue;
+        }
+        if reference_counts.iter().sum::<f64>() == 0.0 {
+            findings.push(format!(
+                "{name}: the reference has no values to compare with"
+            ));
+            continue;
+        }
+        let score = if method == "psi" {
+            stats::psi_of_counts(&reference_counts, &current_counts)
+        } else {
+            stats::jensen_shannon_of_counts(&reference_counts, &current_counts)
+        };
+        columns.push(ColumnDrift {
+            column: name.clone(),
+            method: method.into(),
+            statistic: score,
+            p_value: None,
+            threshold,
+            drifted: score >= threshold,
+        });
+    }
+    let drifted = columns.iter().filter(|c| c.drifted).count();
+    let share = if columns.is_empty() {
+        0.0
+    } else {
+        drifted as f64 / columns.len() as f64
+    };
+    Evaluation {
+        dataset_drift: !columns.is_empty() && share >= drift_share,
+        drift_share: share,
+        columns,
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bin;
+
+    #[test]
+    fn values_fall_in_numpys_bins_or_outside() {
+        let edges = [0.0, 1.0, 2.0, 3.0];
+        let bins: Vec<usize> = [-0.5, 0.0, 0.5, 1.0, 2.999, 3.0, 3.5]
+            .iter()
+            .map(|v| bin(&edges, *v))
+            .collect();
+        assert_eq!(bins, [0, 1, 1, 2, 3, 3, 4]);
+    }
+}

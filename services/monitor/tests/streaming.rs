@@ -1,0 +1,333 @@
+//! The streaming monitor on real NATS, PostgreSQL and S3: prediction logs published to
+//! JetStream are counted into windows judged against the training dataset's profile; traffic
+//! like the training data raises nothing, shifted traffic raises a drift alert naming the
+//! shifted features and exactly one `training.requested` inside the policy's cooldown even as
+//! drift continues; a monitor killed mid-window loses no window and counts nothing twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use flywheel_artifacts::ArtifactStore;
+use flywheel_bus::Bus;
+use flywheel_events::payloads::{
+    DatasetRef, DatasetVersionCreated, Lineage, ModelVersionRegistered, PredictionLogged,
+    TrainingReason,
+};
+use flywheel_events::{Envelope, Event};
+use flywheel_runtime::ServiceSettings;
+use flywheel_testkit::service::Isolated;
+use serde_json::{Value, json};
+
+/// Deterministic pseudo-random numbers (xorshift) and normal draws (Box–Muller).
+struct Draws(u64);
+
+impl Draws {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self, mean: f64, std: f64) -> f64 {
+        let (u, v) = (self.uniform().max(1e-12), self.uniform());
+        mean + std * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    fn plan(&mut self, shifted: bool) -> &'static str {
+        let u = self.uniform();
+        let cut = if shifted { [0.2, 0.4] } else { [0.5, 0.8] };
+        if u < cut[0] {
+            "basic"
+        } else if u < cut[1] {
+            "pro"
+        } else {
+            "team"
+        }
+    }
+}
+
+async fn wait_for(
+    what: &str,
+    check: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    flywheel_testkit::wait_for(what, Duration::from_secs(60), check).await
+}
+
+struct Setup {
+    settings: ServiceSettings,
+    bus: Bus,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn publish_predictions(
+        &self,
+        draws: &mut Draws,
+        n: usize,
+        shifted: bool,
+        first: usize,
+    ) -> anyhow::Result<()> {
+        for i in 0..n {
+            let x1 = draws.normal(if shifted { 2.5 } else { 0.0 }, 1.0);
+            let x2 = draws.normal(5.0, 2.0);
+            let plan = draws.plan(shifted);
+            let inputs: BTreeMap<String, Value> = [
+                ("x1".to_owned(), json!(x1)),
+                ("x2".to_owned(), json!(x2)),
+                ("plan".to_owned(), json!(plan)),
+            ]
+            .into_iter()
+            .collect();
+            self.bus
+                .publish(&Envelope::new(
+                    "deployer",
+                    "default",
+                    Event::PredictionLogged(PredictionLogged {
+                        deployment: "churn-prod".into(),
+                        model: "churn".into(),
+                        version: 1,
+                        request_id: format!("r{}", first + i),
+                        inputs,
+                        outputs: [("prediction".to_owned(), json!("1"))]
+                            .into_iter()
+                            .collect(),
+                        latency_us: 150,
+                        shadow: false,
+                    }),
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_reports(&self, monitor: &Isolated, n: usize) -> anyhow::Result<()> {
+        wait_for(&format!("{n} reports"), async || {
+            Ok(self.reports(monitor).await?.len() >= n)
+        })
+        .await
+    }
+
+    async fn reports(&self, monitor: &Isolated) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .http
+            .get(monitor.url("/api/v1/reports?deployment=churn-prod"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn training_requests(
+        &self,
+    ) -> anyhow::Result<Vec<flywheel_events::payloads::TrainingRequested>> {
+        Ok(flywheel_testkit::events(&self.bus)
+            .await?
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::TrainingRequested(request) => Some(request),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn alerts(&self, monitor: &Isolated) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .http
+            .get(monitor.url("/api/v1/alerts?deployment=churn-prod"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+#[tokio::test]
+async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyhow::Result<()> {
+    let prefix = flywheel_testkit::unique_name();
+    let mut settings = ServiceSettings::defaults_for("monitor", 0);
+    settings.bus = flywheel_testkit::bus_config(&prefix);
+    settings.db = flywheel_testkit::fresh_postgres().await?;
+    settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
+    for (key, value) in [
+        ("window_size", "1000"),
+        ("window_seconds", "600"),
+        ("checkpoint_every", "200"),
+    ] {
+        settings.service.insert(key.into(), value.into());
+    }
+    let store = ArtifactStore::from_config(&settings.artifacts)?;
+    let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+    let setup = Setup {
+        settings,
+        bus,
+        http: reqwest::Client::new(),
+    };
+    let mut monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
+
+    // The training data, its profile in S3, and the model version trained on it.
+    let mut draws = Draws(0x5eed_1234_abcd_0001);
+    let mut csv = String::from("x1,x2,plan,label\n");
+    for _ in 0..2000 {
+        let (x1, x2, plan) = (
+            draws.normal(0.0, 1.0),
+            draws.normal(5.0, 2.0),
+            draws.plan(false),
+        );
+        csv.push_str(&format!("{x1},{x2},{plan},{}\n", u8::from(x1 > 0.0)));
+    }
+    let bytes = Bytes::from(csv.into_bytes());
+    let table = flywheel_data::read(bytes.clone(), flywheel_data::Format::Csv)?;
+    let profile = flywheel_data::profile(&table);
+    store.put("datasets/training.csv", bytes.clone()).await?;
+    store
+        .put(
+            "profiles/training.json",
+            Bytes::from(serde_json::to_vec(&profile)?),
+        )
+        .await?;
+    for event in [
+        Event::DatasetVersionCreated(DatasetVersionCreated {
+            dataset: "training".into(),
+            version: "t1".into(),
+            sha256: String::new(),
+            uri: store.uri("datasets/training.csv"),
+            format: "csv".into(),
+            size_bytes: bytes.len() as u64,
+            row_count: 2000,
+            columns: Vec::new(),
+            profile_uri: Some(store.uri("profiles/training.json")),
+            previous_version: None,
+        }),
+        Event::ModelVersionRegistered(ModelVersionRegistered {
+            model: "churn".into(),
+            version: 1,
+            package_uri: "s3://x/p".into(),
+            flavor: "flywheel".into(),
+            metrics: Default::default(),
+            signature: Default::default(),
+            lineage: Lineage {
+                dataset: Some(DatasetRef {
+                    name: "training".into(),
+                    version: "t1".into(),
+                }),
+                ..Lineage::default()
+            },
+        }),
+    ] {
+        setup
+            .bus
+            .publish(&Envelope::new("registry", "default", event))
+            .await?;
+    }
+    let policy = setup
+        .http
+        .put(monitor.url("/api/v1/policies/churn"))
+        .json(&json!({
+            "trainer": {"kind": "builtin", "name": "logistic_regression", "params": {"target": "label"}},
+            "cooldown_seconds": 3600, "daily_budget": 3,
+        }))
+        .send()
+        .await?;
+    assert_eq!(policy.status(), 200, "{}", policy.text().await?);
+    // Let the catalog learn the reference before traffic arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Two windows like the training data: reports without drift, no alert. (Windows of 1000:
+    // PSI over 20 bins carries sampling noise of about 19/n, well under its 0.1 threshold.)
+    setup
+        .publish_predictions(&mut draws, 2000, false, 0)
+        .await?;
+    setup.wait_reports(&monitor, 2).await?;
+    let calm = setup.reports(&monitor).await?;
+    for report in &calm {
+        assert_eq!(report["dataset_drift"], false, "{report}");
+        assert_eq!(report["count"], 1000);
+        assert_eq!(
+            report["columns"].as_array().map(Vec::len),
+            Some(3),
+            "x1, x2, plan: {report}"
+        );
+    }
+
+    // Shifted traffic; the monitor is killed in the middle of the fourth window.
+    setup
+        .publish_predictions(&mut draws, 1500, true, 2000)
+        .await?;
+    setup.wait_reports(&monitor, 3).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a checkpoint mid-window
+    monitor.kill();
+    setup
+        .publish_predictions(&mut draws, 500, true, 3500)
+        .await?;
+    monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
+    setup.wait_reports(&monitor, 4).await?;
+    // And drift goes on for a fifth window.
+    setup
+        .publish_predictions(&mut draws, 1000, true, 4000)
+        .await?;
+    setup.wait_reports(&monitor, 5).await?;
+    let reports = setup.reports(&monitor).await?;
+    assert_eq!(reports.len(), 5, "no window lost, none twice");
+    let counted: u64 = reports
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 5000, "every published prediction counted once");
+    for report in &reports[..3] {
+        assert_eq!(report["dataset_drift"], true, "{report}");
+        let drifted: Vec<&str> = report["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["drifted"] == true)
+            .filter_map(|c| c["column"].as_str())
+            .collect();
+        assert!(
+            drifted.contains(&"x1") && drifted.contains(&"plan"),
+            "{report}"
+        );
+        assert!(!drifted.contains(&"x2"), "x2 did not move: {report}");
+    }
+
+    // One alert naming the drifted features; one retraining despite three drifted windows.
+    let alerts = setup.alerts(&monitor).await?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let message = alerts[0]["message"].as_str().context("message")?;
+    assert!(
+        message.contains("x1") && message.contains("plan"),
+        "{message}"
+    );
+    assert_eq!(alerts[0]["status"], "raised");
+    let mut requests = Vec::new();
+    wait_for("training.requested", async || {
+        requests = setup.training_requests().await?;
+        Ok(!requests.is_empty())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = setup.training_requests().await?;
+    assert_eq!(
+        requests.len(),
+        1,
+        "exactly one retraining inside the cooldown"
+    );
+    assert_eq!(requests[0].reason, TrainingReason::Drift);
+    assert_eq!(requests[0].model, "churn");
+    assert_eq!(requests[0].dataset.name, "training");
+
+    // A window like the training data again resolves the alert.
+    setup
+        .publish_predictions(&mut draws, 1000, false, 5000)
+        .await?;
+    wait_for("the alert to resolve", async || {
+        let alerts = setup.alerts(&monitor).await?;
+        Ok(alerts.first().is_some_and(|a| a["status"] == "resolved"))
+    })
+    .await?;
+    monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
