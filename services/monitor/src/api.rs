@@ -22,6 +22,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/reports/{id}", get(report))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/policies/{model}", put(put_policy).get(get_policy))
+        .route("/api/v1/webhooks", get(list_webhooks))
+        .route("/api/v1/webhooks/{name}", put(put_webhook))
 }
 
 /// Compares two datasets (CSV in the request or registered versions).
@@ -169,4 +171,31 @@ async fn get_policy(
     serde_json::from_str(&body)
         .map(Json)
         .map_err(|e| MonitorError::Invalid(e.to_string()))
+}
+
+/// A webhook's target.
+#[derive(Debug, Deserialize)]
+struct WebhookSpec {
+    url: String,
+}
+
+/// Registers a webhook that gets every alert raised or resolved.
+async fn put_webhook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(spec): ApiJson<WebhookSpec>,
+) -> Result<Json<Value>> {
+    crate::webhooks::put(&state, &name, &spec.url).await?;
+    Ok(Json(serde_json::json!({"name": name, "url": spec.url})))
+}
+
+/// The registered webhooks.
+async fn list_webhooks(State(state): State<AppState>) -> Result<Json<Vec<Value>>> {
+    Ok(Json(
+        crate::webhooks::list(&state.db)
+            .await?
+            .into_iter()
+            .map(|(name, url)| serde_json::json!({"name": name, "url": url}))
+            .collect(),
+    ))
 }

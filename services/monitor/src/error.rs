@@ -15,6 +15,9 @@ pub enum MonitorError {
     /// Stored bytes could not be read.
     #[error("artifacts: {0}")]
     Artifacts(String),
+    /// A webhook did not take a delivery.
+    #[error("{0}")]
+    Delivery(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -28,7 +31,9 @@ impl IntoResponse for MonitorError {
         match self {
             MonitorError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             MonitorError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
-            MonitorError::Artifacts(m) => ApiError::internal(m).into_response(),
+            MonitorError::Artifacts(m) | MonitorError::Delivery(m) => {
+                ApiError::internal(m).into_response()
+            }
             MonitorError::Db(e) => ApiError::internal(e).into_response(),
         }
     }

@@ -14,6 +14,7 @@ mod migrations;
 mod reader;
 pub mod reports;
 mod schema;
+mod webhooks;
 mod windows;
 
 use flywheel_artifacts::ArtifactStore;
@@ -72,6 +73,10 @@ pub async fn run(
     let s = state.clone();
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
+    });
+    let (s, http) = (state.clone(), reqwest::Client::new());
+    kit.spawn_consumer(webhooks::consumer_spec(&state), move |delivery| {
+        webhooks::handle(s.clone(), http.clone(), delivery)
     });
     kit.spawn(reader::run(state.clone(), config, kit.shutdown.clone()));
     kit.mount(api::router().with_state(state));

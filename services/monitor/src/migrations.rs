@@ -4,7 +4,9 @@ use sea_orm::DbErr;
 use sea_orm::sea_query::{ColumnDef, Index, IntoIden, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
-use crate::schema::{Alerts, Checkpoints, Datasets, Policies, Reports, Retrainings, Versions};
+use crate::schema::{
+    Alerts, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Versions, Webhooks,
+};
 
 flywheel_db::migrator!(
     Migrator,
@@ -14,6 +16,7 @@ flywheel_db::migrator!(
         CreateDatasets,
         flywheel_runtime::outbox::CreateOutbox::new("monitor"),
         CreateMonitoring,
+        CreateWebhooks,
     ]
 );
 
@@ -196,6 +199,62 @@ impl MigrationTrait for CreateMonitoring {
                             .not_null(),
                     )
                     .col(big(Retrainings::RequestedAt))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Webhooks and their deliveries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateWebhooks;
+
+impl MigrationName for CreateWebhooks {
+    fn name(&self) -> &str {
+        "m0005_monitor_create_webhooks"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWebhooks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Webhooks::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Webhooks::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Webhooks::Url))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deliveries::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Deliveries::EventId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::Webhook)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(big(Deliveries::DeliveredAt))
+                    .primary_key(
+                        Index::create()
+                            .col(Deliveries::EventId)
+                            .col(Deliveries::Webhook),
+                    )
                     .to_owned(),
             )
             .await

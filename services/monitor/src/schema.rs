@@ -104,3 +104,22 @@ pub(crate) const ALERT_COLUMNS: [Alerts; 9] = [
     Alerts::ReportId,
     Alerts::RaisedAt,
 ];
+
+/// Webhooks alerts are delivered to.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Webhooks {
+    #[sea_orm(iden = "monitor_webhooks")]
+    Table,
+    Name,
+    Url,
+}
+
+/// Deliveries done, so a retried event reaches each webhook once.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Deliveries {
+    #[sea_orm(iden = "monitor_deliveries")]
+    Table,
+    EventId,
+    Webhook,
+    DeliveredAt,
+}

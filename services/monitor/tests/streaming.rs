@@ -2,7 +2,8 @@
 //! JetStream are counted into windows judged against the training dataset's profile; traffic
 //! like the training data raises nothing, shifted traffic raises a drift alert naming the
 //! shifted features and exactly one `training.requested` inside the policy's cooldown even as
-//! drift continues; a monitor killed mid-window loses no window and counts nothing twice.
+//! drift continues; a monitor killed mid-window loses no window and counts nothing twice; the
+//! alert reaches a webhook once, after a failed first attempt.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,6 +145,35 @@ impl Setup {
     }
 }
 
+/// A webhook receiver that fails its first request (to make the monitor retry) and records
+/// the bodies it accepted.
+async fn webhook_receiver() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)>
+{
+    use std::sync::{Arc, Mutex};
+    let accepted: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (store, count) = (accepted.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (store, count) = (store.clone(), count.clone());
+            async move {
+                if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                if let Ok(mut bodies) = store.lock() {
+                    bodies.push(body);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, accepted))
+}
+
 #[tokio::test]
 async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyhow::Result<()> {
     let prefix = flywheel_testkit::unique_name();
@@ -232,6 +262,14 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
         .send()
         .await?;
     assert_eq!(policy.status(), 200, "{}", policy.text().await?);
+    let (hook, delivered) = webhook_receiver().await?;
+    let registered = setup
+        .http
+        .put(monitor.url("/api/v1/webhooks/ops"))
+        .json(&json!({"url": hook}))
+        .send()
+        .await?;
+    assert_eq!(registered.status(), 200, "{}", registered.text().await?);
     // Let the catalog learn the reference before traffic arrives.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -327,6 +365,25 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
         Ok(alerts.first().is_some_and(|a| a["status"] == "resolved"))
     })
     .await?;
+    // The webhook got the raise (after one failed attempt) and the resolve, each once.
+    wait_for("both webhook deliveries", async || {
+        Ok(delivered.lock().map(|d| d.len()).unwrap_or(0) >= 2)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bodies = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let types: Vec<&str> = bodies.iter().filter_map(|b| b["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["monitor.alert.raised", "monitor.alert.resolved"],
+        "{bodies:?}"
+    );
+    assert!(
+        bodies[0]["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("x1")),
+        "{bodies:?}"
+    );
     monitor.stop().await?;
     flywheel_testkit::cleanup_bus(&setup.bus).await;
     Ok(())
