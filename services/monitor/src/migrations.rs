@@ -5,7 +5,8 @@ use sea_orm::sea_query::{ColumnDef, Index, IntoIden, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Alerts, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Versions, Webhooks,
+    Alerts, Baselines, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Versions,
+    Webhooks,
 };
 
 flywheel_db::migrator!(
@@ -17,6 +18,7 @@ flywheel_db::migrator!(
         flywheel_runtime::outbox::CreateOutbox::new("monitor"),
         CreateMonitoring,
         CreateWebhooks,
+        CreateBaselines,
     ]
 );
 
@@ -254,6 +256,44 @@ impl MigrationTrait for CreateWebhooks {
                         Index::create()
                             .col(Deliveries::EventId)
                             .col(Deliveries::Webhook),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Latency baselines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateBaselines;
+
+impl MigrationName for CreateBaselines {
+    fn name(&self) -> &str {
+        "m0006_monitor_create_baselines"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateBaselines {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Baselines::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Baselines::Deployment)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Baselines::Version).integer().not_null())
+                    .col(ColumnDef::new(Baselines::LatencyUs).double().not_null())
+                    .col(big(Baselines::Windows))
+                    .primary_key(
+                        Index::create()
+                            .col(Baselines::Deployment)
+                            .col(Baselines::Version),
                     )
                     .to_owned(),
             )

@@ -14,7 +14,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{Alerts, Policies, Reports, Retrainings};
+use crate::schema::{Alerts, Baselines, Policies, Reports, Retrainings};
 use crate::windows::{Evaluation, Window};
 use crate::{AppState, MonitorError, Result};
 
@@ -161,7 +161,106 @@ pub(crate) async fn close(
     .await?;
     metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.deployment.clone())
         .increment(1);
-    apply_drift_rule(txn, state, window, evaluation, &report_id, now).await
+    apply_drift_rule(txn, state, window, evaluation, &report_id, now).await?;
+    apply_latency_rule(txn, state, window, &report_id, now).await
+}
+
+/// The alert rule for latency anomalies.
+pub(crate) const LATENCY_RULE: &str = "latency";
+
+/// A window's mean latency over this many times the learned baseline (and at least 1 ms over
+/// it) is an anomaly.
+const LATENCY_FACTOR: f64 = 3.0;
+
+/// Windows the baseline learns from before it judges.
+const BASELINE_WINDOWS: i64 = 3;
+
+/// Weight of the newest window in the baseline.
+const EWMA_ALPHA: f64 = 0.3;
+
+/// Judges a window's mean latency against the version's learned baseline (an exponentially
+/// weighted mean of earlier normal windows): raises `latency` on an anomaly, resolves it and
+/// learns otherwise.
+async fn apply_latency_rule(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &Window,
+    report_id: &str,
+    now: i64,
+) -> Result<()> {
+    if window.count == 0 {
+        return Ok(());
+    }
+    let mean = window.latency_us_sum as f64 / window.count as f64;
+    let version = i32::try_from(window.version).unwrap_or(i32::MAX);
+    let baseline = txn
+        .query_one(
+            &Query::select()
+                .columns([Baselines::LatencyUs, Baselines::Windows])
+                .from(Baselines::Table)
+                .and_where(Expr::col(Baselines::Deployment).eq(window.deployment.as_str()))
+                .and_where(Expr::col(Baselines::Version).eq(version))
+                .to_owned(),
+        )
+        .await?
+        .map(|r| -> Result<(f64, i64)> {
+            Ok((r.try_get("", "latency_us")?, r.try_get("", "windows")?))
+        })
+        .transpose()?;
+    if let Some((learned, windows)) = baseline
+        && windows >= BASELINE_WINDOWS
+        && mean > learned * LATENCY_FACTOR
+        && mean - learned >= 1000.0
+    {
+        let message = format!(
+            "mean latency {mean:.0} µs in {} version {} is {:.1}× its learned baseline of {learned:.0} µs",
+            window.deployment,
+            window.version,
+            mean / learned
+        );
+        raise(
+            txn,
+            state,
+            (LATENCY_RULE, "warning"),
+            window,
+            message,
+            report_id,
+            now,
+        )
+        .await?;
+        return Ok(());
+    }
+    resolve(txn, state, LATENCY_RULE, window, now).await?;
+    let (learned, windows) = match baseline {
+        Some((learned, windows)) => (
+            EWMA_ALPHA * mean + (1.0 - EWMA_ALPHA) * learned,
+            windows + 1,
+        ),
+        None => (mean, 1),
+    };
+    let mut upsert = Query::insert();
+    upsert
+        .into_table(Baselines::Table)
+        .columns([
+            Baselines::Deployment,
+            Baselines::Version,
+            Baselines::LatencyUs,
+            Baselines::Windows,
+        ])
+        .values([
+            window.deployment.clone().into(),
+            version.into(),
+            learned.into(),
+            windows.into(),
+        ])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?
+        .on_conflict(
+            OnConflict::columns([Baselines::Deployment, Baselines::Version])
+                .update_columns([Baselines::LatencyUs, Baselines::Windows])
+                .to_owned(),
+        );
+    txn.execute(&upsert).await?;
+    Ok(())
 }
 
 async fn policy(txn: &DatabaseTransaction, model: &str) -> Result<Option<RetrainingPolicy>> {
@@ -180,7 +279,110 @@ async fn policy(txn: &DatabaseTransaction, model: &str) -> Result<Option<Retrain
         .and_then(|b| serde_json::from_str(&b).ok()))
 }
 
-/// Raises the drift alert after `windows` drifted reports in a row; resolves it on a clean one.
+/// The open alert of a rule for a deployment, if any.
+async fn open_alert(
+    txn: &DatabaseTransaction,
+    rule: &str,
+    deployment: &str,
+) -> Result<Option<String>> {
+    txn.query_one(
+        &Query::select()
+            .column(Alerts::AlertId)
+            .from(Alerts::Table)
+            .and_where(Expr::col(Alerts::Deployment).eq(deployment))
+            .and_where(Expr::col(Alerts::Rule).eq(rule))
+            .and_where(Expr::col(Alerts::Status).eq("raised"))
+            .to_owned(),
+    )
+    .await?
+    .map(|r| r.try_get::<String>("", "alert_id"))
+    .transpose()
+    .map_err(Into::into)
+}
+
+/// Resolves a rule's open alert for the window's deployment (`monitor.alert.resolved`).
+async fn resolve(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    rule: &str,
+    window: &Window,
+    now: i64,
+) -> Result<()> {
+    let Some(alert_id) = open_alert(txn, rule, &window.deployment).await? else {
+        return Ok(());
+    };
+    txn.execute(
+        &Query::update()
+            .table(Alerts::Table)
+            .value(Alerts::Status, "resolved")
+            .value(Alerts::ResolvedAt, now)
+            .and_where(Expr::col(Alerts::AlertId).eq(alert_id.as_str()))
+            .to_owned(),
+    )
+    .await?;
+    enqueue(
+        txn,
+        state,
+        Event::MonitorAlertResolved(MonitorAlertResolved {
+            alert_id,
+            rule: rule.into(),
+            deployment: window.deployment.clone(),
+        }),
+    )
+    .await
+}
+
+/// Raises a rule's alert for the window's deployment unless one is open; returns its id when
+/// it raised one.
+async fn raise(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    (rule, severity): (&str, &str),
+    window: &Window,
+    message: String,
+    report_id: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    if open_alert(txn, rule, &window.deployment).await?.is_some() {
+        return Ok(None);
+    }
+    let alert_id = format!("{rule}-{report_id}");
+    let mut insert = Query::insert();
+    insert
+        .into_table(Alerts::Table)
+        .columns(crate::schema::ALERT_COLUMNS)
+        .values([
+            alert_id.clone().into(),
+            rule.into(),
+            window.deployment.clone().into(),
+            window.model.clone().into(),
+            severity.into(),
+            "raised".into(),
+            message.clone().into(),
+            report_id.into(),
+            now.into(),
+        ])
+        .map_err(|e| MonitorError::Invalid(e.to_string()))?;
+    txn.execute(&insert).await?;
+    tracing::warn!(deployment = %window.deployment, rule, %message, "alert raised");
+    enqueue(
+        txn,
+        state,
+        Event::MonitorAlertRaised(MonitorAlertRaised {
+            alert_id: alert_id.clone(),
+            rule: rule.into(),
+            deployment: window.deployment.clone(),
+            severity: severity.into(),
+            message,
+            report_id: Some(report_id.to_owned()),
+        }),
+    )
+    .await?;
+    Ok(Some(alert_id))
+}
+
+/// Raises the drift alert after `windows` drifted reports in a row (then asks for a retraining
+/// per the model's policy); resolves it on a clean one.
 async fn apply_drift_rule(
     txn: &DatabaseTransaction,
     state: &AppState,
@@ -189,44 +391,13 @@ async fn apply_drift_rule(
     report_id: &str,
     now: i64,
 ) -> Result<()> {
-    let open = txn
-        .query_one(
-            &Query::select()
-                .column(Alerts::AlertId)
-                .from(Alerts::Table)
-                .and_where(Expr::col(Alerts::Deployment).eq(window.deployment.as_str()))
-                .and_where(Expr::col(Alerts::Rule).eq(DRIFT_RULE))
-                .and_where(Expr::col(Alerts::Status).eq("raised"))
-                .to_owned(),
-        )
-        .await?
-        .map(|r| r.try_get::<String>("", "alert_id"))
-        .transpose()?;
     if !evaluation.dataset_drift {
-        if let Some(alert_id) = open {
-            txn.execute(
-                &Query::update()
-                    .table(Alerts::Table)
-                    .value(Alerts::Status, "resolved")
-                    .value(Alerts::ResolvedAt, now)
-                    .and_where(Expr::col(Alerts::AlertId).eq(alert_id.as_str()))
-                    .to_owned(),
-            )
-            .await?;
-            enqueue(
-                txn,
-                state,
-                Event::MonitorAlertResolved(MonitorAlertResolved {
-                    alert_id,
-                    rule: DRIFT_RULE.into(),
-                    deployment: window.deployment.clone(),
-                }),
-            )
-            .await?;
-        }
-        return Ok(());
+        return resolve(txn, state, DRIFT_RULE, window, now).await;
     }
-    if open.is_some() {
+    if open_alert(txn, DRIFT_RULE, &window.deployment)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let policy = policy(txn, &window.model).await?;
@@ -265,39 +436,17 @@ async fn apply_drift_rule(
         window.version,
         drifted.join(", ")
     );
-    let alert_id = format!("{DRIFT_RULE}-{report_id}");
-    let mut insert = Query::insert();
-    insert
-        .into_table(Alerts::Table)
-        .columns(crate::schema::ALERT_COLUMNS)
-        .values([
-            alert_id.clone().into(),
-            DRIFT_RULE.into(),
-            window.deployment.clone().into(),
-            window.model.clone().into(),
-            "warning".into(),
-            "raised".into(),
-            message.clone().into(),
-            report_id.into(),
-            now.into(),
-        ])
-        .map_err(|e| MonitorError::Invalid(e.to_string()))?;
-    txn.execute(&insert).await?;
-    tracing::warn!(deployment = %window.deployment, %message, "drift alert raised");
-    enqueue(
+    let raised = raise(
         txn,
         state,
-        Event::MonitorAlertRaised(MonitorAlertRaised {
-            alert_id: alert_id.clone(),
-            rule: DRIFT_RULE.into(),
-            deployment: window.deployment.clone(),
-            severity: "warning".into(),
-            message,
-            report_id: Some(report_id.to_owned()),
-        }),
+        (DRIFT_RULE, "warning"),
+        window,
+        message,
+        report_id,
+        now,
     )
     .await?;
-    if let Some(policy) = policy {
+    if let (Some(alert_id), Some(policy)) = (raised, policy) {
         retrain(txn, state, window, &policy, &alert_id, now).await?;
     }
     Ok(())

@@ -123,3 +123,14 @@ pub(crate) enum Deliveries {
     Webhook,
     DeliveredAt,
 }
+
+/// Learned latency baselines per deployment version (an exponentially weighted mean).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Baselines {
+    #[sea_orm(iden = "monitor_baselines")]
+    Table,
+    Deployment,
+    Version,
+    LatencyUs,
+    Windows,
+}

@@ -22,6 +22,8 @@ pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
         format!("{prefix}.events.monitor.alert.>"),
     );
     spec.concurrency = 4;
+    // A delivery held by a monitor that died is handed on after this, not the default 30 s.
+    spec.ack_wait = Duration::from_secs(10);
     spec
 }
 

@@ -3,7 +3,8 @@
 //! like the training data raises nothing, shifted traffic raises a drift alert naming the
 //! shifted features and exactly one `training.requested` inside the policy's cooldown even as
 //! drift continues; a monitor killed mid-window loses no window and counts nothing twice; the
-//! alert reaches a webhook once, after a failed first attempt.
+//! alert reaches a webhook once, after a failed first attempt; a slow window against the learned
+//! latency baseline raises a latency alert.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,6 +71,7 @@ impl Setup {
         n: usize,
         shifted: bool,
         first: usize,
+        latency_us: u64,
     ) -> anyhow::Result<()> {
         for i in 0..n {
             let x1 = draws.normal(if shifted { 2.5 } else { 0.0 }, 1.0);
@@ -95,7 +97,7 @@ impl Setup {
                         outputs: [("prediction".to_owned(), json!("1"))]
                             .into_iter()
                             .collect(),
-                        latency_us: 150,
+                        latency_us,
                         shadow: false,
                     }),
                 ))
@@ -276,7 +278,7 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
     // Two windows like the training data: reports without drift, no alert. (Windows of 1000:
     // PSI over 20 bins carries sampling noise of about 19/n, well under its 0.1 threshold.)
     setup
-        .publish_predictions(&mut draws, 2000, false, 0)
+        .publish_predictions(&mut draws, 2000, false, 0, 150)
         .await?;
     setup.wait_reports(&monitor, 2).await?;
     let calm = setup.reports(&monitor).await?;
@@ -292,19 +294,19 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
 
     // Shifted traffic; the monitor is killed in the middle of the fourth window.
     setup
-        .publish_predictions(&mut draws, 1500, true, 2000)
+        .publish_predictions(&mut draws, 1500, true, 2000, 150)
         .await?;
     setup.wait_reports(&monitor, 3).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // a checkpoint mid-window
     monitor.kill();
     setup
-        .publish_predictions(&mut draws, 500, true, 3500)
+        .publish_predictions(&mut draws, 500, true, 3500, 150)
         .await?;
     monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
     setup.wait_reports(&monitor, 4).await?;
     // And drift goes on for a fifth window.
     setup
-        .publish_predictions(&mut draws, 1000, true, 4000)
+        .publish_predictions(&mut draws, 1000, true, 4000, 150)
         .await?;
     setup.wait_reports(&monitor, 5).await?;
     let reports = setup.reports(&monitor).await?;
@@ -358,24 +360,56 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
 
     // A window like the training data again resolves the alert.
     setup
-        .publish_predictions(&mut draws, 1000, false, 5000)
+        .publish_predictions(&mut draws, 1000, false, 5000, 10_000)
         .await?;
     wait_for("the alert to resolve", async || {
         let alerts = setup.alerts(&monitor).await?;
-        Ok(alerts.first().is_some_and(|a| a["status"] == "resolved"))
+        Ok(alerts
+            .iter()
+            .any(|a| a["rule"] == "data_drift" && a["status"] == "resolved"))
     })
     .await?;
-    // The webhook got the raise (after one failed attempt) and the resolve, each once.
-    wait_for("both webhook deliveries", async || {
-        Ok(delivered.lock().map(|d| d.len()).unwrap_or(0) >= 2)
+    // That window was 66× slower than the learned baseline: a latency alert.
+    let alerts = setup.alerts(&monitor).await?;
+    let latency: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "latency").collect();
+    assert_eq!(latency.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts.len(),
+        2,
+        "one drift alert, one latency alert: {alerts:?}"
+    );
+    assert!(
+        latency[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("learned baseline of 150 µs")),
+        "{alerts:?}"
+    );
+
+    // The webhook got the drift raise (after one failed attempt), its resolve and the latency
+    // alert, each once (a retried delivery may arrive after later ones; each carries its time).
+    wait_for("the webhook deliveries", async || {
+        Ok(delivered.lock().map(|d| d.len()).unwrap_or(0) >= 3)
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let bodies = delivered.lock().map(|d| d.clone()).unwrap_or_default();
-    let types: Vec<&str> = bodies.iter().filter_map(|b| b["type"].as_str()).collect();
+    let mut seen: Vec<(String, String)> = bodies
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b["type"].as_str()?.to_owned(),
+                b["data"]["rule"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    seen.sort();
     assert_eq!(
-        types,
-        ["monitor.alert.raised", "monitor.alert.resolved"],
+        seen,
+        [
+            ("monitor.alert.raised".to_owned(), "data_drift".to_owned()),
+            ("monitor.alert.raised".to_owned(), "latency".to_owned()),
+            ("monitor.alert.resolved".to_owned(), "data_drift".to_owned()),
+        ],
         "{bodies:?}"
     );
     assert!(
