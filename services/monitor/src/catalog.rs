@@ -64,12 +64,22 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
                 Versions::Version,
                 Versions::Dataset,
                 Versions::DatasetVersion,
+                Versions::Target,
             ]);
+            // The training target (built-in trainers' `target` parameter), whose distribution
+            // the predictions are compared with.
+            let target = e
+                .lineage
+                .params
+                .get("target")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned);
             if let Err(err) = insert.values([
                 e.model.clone().into(),
                 i32::try_from(e.version).unwrap_or(i32::MAX).into(),
                 dataset.name.clone().into(),
                 dataset.version.clone().into(),
+                target.into(),
             ]) {
                 return Outcome::poison(err.to_string());
             }
@@ -128,17 +138,31 @@ pub(crate) async fn dataset(state: &AppState, name: &str, version: &str) -> Resu
     })
 }
 
+/// What a model version was trained on.
+pub(crate) struct TrainingData {
+    /// Dataset name.
+    pub(crate) dataset: String,
+    /// Dataset version.
+    pub(crate) version: String,
+    /// The target column, when known.
+    pub(crate) target: Option<String>,
+}
+
 /// The dataset version a model version was trained on, if the monitor knows it.
 pub(crate) async fn training_data_in<C: ConnectionTrait>(
     conn: &C,
     model: &str,
     version: u32,
-) -> Result<Option<(String, String)>> {
+) -> Result<Option<TrainingData>> {
     use sea_orm::sea_query::{Expr, ExprTrait};
     let row = conn
         .query_one(
             &Query::select()
-                .columns([Versions::Dataset, Versions::DatasetVersion])
+                .columns([
+                    Versions::Dataset,
+                    Versions::DatasetVersion,
+                    Versions::Target,
+                ])
                 .from(Versions::Table)
                 .and_where(Expr::col(Versions::Model).eq(model))
                 .and_where(
@@ -147,6 +171,12 @@ pub(crate) async fn training_data_in<C: ConnectionTrait>(
                 .to_owned(),
         )
         .await?;
-    row.map(|r| Ok((r.try_get("", "dataset")?, r.try_get("", "dataset_version")?)))
-        .transpose()
+    row.map(|r| {
+        Ok(TrainingData {
+            dataset: r.try_get("", "dataset")?,
+            version: r.try_get("", "dataset_version")?,
+            target: r.try_get("", "target")?,
+        })
+    })
+    .transpose()
 }

@@ -89,6 +89,7 @@ impl MigrationTrait for CreateMonitoring {
                     .col(ColumnDef::new(Versions::Version).integer().not_null())
                     .col(text(Versions::Dataset))
                     .col(text(Versions::DatasetVersion))
+                    .col(ColumnDef::new(Versions::Target).text().null())
                     .primary_key(Index::create().col(Versions::Model).col(Versions::Version))
                     .to_owned(),
             )

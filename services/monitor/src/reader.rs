@@ -21,7 +21,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::schema::Checkpoints;
-use crate::windows::{Window, evaluate};
+use crate::windows::{Reference, Window, evaluate};
 use crate::{AppState, MonitorError, Result};
 
 const READER: &str = "predictions";
@@ -66,21 +66,21 @@ pub(crate) async fn run(
     }
 }
 
-/// Reference profiles by model version, loaded once (a missing one is looked up again later).
+/// References by model version, loaded once (a missing one is looked up again later).
 #[derive(Default)]
-struct References(HashMap<(String, u32), Arc<Profile>>);
+struct References(HashMap<(String, u32), Arc<Reference>>);
 
 impl References {
-    async fn get(&mut self, state: &AppState, model: &str, version: u32) -> Option<Arc<Profile>> {
+    async fn get(&mut self, state: &AppState, model: &str, version: u32) -> Option<Arc<Reference>> {
         let key = (model.to_owned(), version);
-        if let Some(profile) = self.0.get(&key) {
-            return Some(profile.clone());
+        if let Some(reference) = self.0.get(&key) {
+            return Some(reference.clone());
         }
         match load_reference(state, model, version).await {
-            Ok(Some(profile)) => {
-                let profile = Arc::new(profile);
-                self.0.insert(key, profile.clone());
-                Some(profile)
+            Ok(Some(reference)) => {
+                let reference = Arc::new(reference);
+                self.0.insert(key, reference.clone());
+                Some(reference)
             }
             Ok(None) => None,
             Err(e) => {
@@ -91,14 +91,12 @@ impl References {
     }
 }
 
-/// The training dataset's profile of a model version, if the monitor knows them.
-async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<Option<Profile>> {
-    let Some((dataset, dataset_version)) =
-        crate::catalog::training_data_in(&state.db, model, version).await?
-    else {
+/// The training dataset's profile and target of a model version, if the monitor knows them.
+async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<Option<Reference>> {
+    let Some(training) = crate::catalog::training_data_in(&state.db, model, version).await? else {
         return Ok(None);
     };
-    let stored = match crate::catalog::dataset(state, &dataset, &dataset_version).await {
+    let stored = match crate::catalog::dataset(state, &training.dataset, &training.version).await {
         Ok(stored) => stored,
         Err(MonitorError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
@@ -115,9 +113,12 @@ async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<O
         .get(key)
         .await
         .map_err(|e| MonitorError::Artifacts(e.to_string()))?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| MonitorError::Artifacts(format!("profile {uri}: {e}")))
+    let profile: Profile = serde_json::from_slice(&bytes)
+        .map_err(|e| MonitorError::Artifacts(format!("profile {uri}: {e}")))?;
+    Ok(Some(Reference {
+        profile,
+        target: training.target,
+    }))
 }
 
 async fn load_checkpoint(state: &AppState) -> Result<(u64, BTreeMap<Key, Window>)> {

@@ -95,6 +95,7 @@ pub(crate) async fn close(
         "drift_share": evaluation.drift_share,
         "dataset_drift": evaluation.dataset_drift,
         "columns": evaluation.columns,
+        "prediction_drift": evaluation.prediction,
         "findings": evaluation.findings,
         "latency_us_mean": window.latency_us_sum.checked_div(window.count).unwrap_or(0),
         "latency_us_max": window.latency_us_max,
@@ -141,6 +142,13 @@ pub(crate) async fn close(
         "latency_us_mean".into(),
         window.latency_us_sum.checked_div(window.count).unwrap_or(0) as f64,
     );
+    if let Some(prediction) = &evaluation.prediction {
+        metrics.insert("prediction_drift_score".into(), prediction.statistic);
+        metrics.insert(
+            "prediction_drifted".into(),
+            f64::from(u8::from(prediction.drifted)),
+        );
+    }
     enqueue(
         txn,
         state,
@@ -497,8 +505,9 @@ async fn retrain(
         tracing::info!(model, "drift retraining skipped: daily budget spent");
         return Ok(());
     }
-    let Some((dataset, version)) =
-        crate::catalog::training_data_in(txn, model, window.version).await?
+    let Some(crate::catalog::TrainingData {
+        dataset, version, ..
+    }) = crate::catalog::training_data_in(txn, model, window.version).await?
     else {
         tracing::warn!(
             model,

@@ -25,6 +25,7 @@ pub(crate) enum Versions {
     Version,
     Dataset,
     DatasetVersion,
+    Target,
 }
 
 /// Where the prediction reader is: the last stream sequence counted and the open windows.

@@ -11,6 +11,30 @@ use flywheel_drift::stats;
 use flywheel_events::payloads::{ColumnDrift, PredictionLogged};
 use serde::{Deserialize, Serialize};
 
+/// The pseudo-feature holding the model's predictions, judged against the training target.
+pub(crate) const PREDICTION: &str = "prediction";
+
+/// A deployment version's reference: its training dataset's profile and target column.
+#[derive(Debug)]
+pub(crate) struct Reference {
+    /// The profile.
+    pub profile: Profile,
+    /// The training target (compared with the predictions), when known.
+    pub target: Option<String>,
+}
+
+impl Reference {
+    /// The profile column a window feature is judged against.
+    fn column(&self, feature: &str) -> Option<&ColumnProfile> {
+        match (feature, &self.target) {
+            (PREDICTION, Some(target)) => self.profile.column(target),
+            (PREDICTION, None) => None,
+            (name, target) if target.as_deref() == Some(name) => None,
+            (name, _) => self.profile.column(name),
+        }
+    }
+}
+
 /// Largest number of distinct unknown categories remembered per feature (the rest are counted
 /// together), so memory stays bounded.
 const UNKNOWN_CATEGORIES_KEPT: usize = 100;
@@ -79,12 +103,25 @@ impl Window {
     /// A new window shaped by the reference profile (`None`: no reference yet; only counts).
     pub(crate) fn open(
         prediction: &PredictionLogged,
-        reference: Option<&Profile>,
+        reference: Option<&Reference>,
         sequence: u64,
         now: i64,
     ) -> Self {
         let mut features = BTreeMap::new();
-        for column in reference.map(|p| p.columns.as_slice()).unwrap_or_default() {
+        let names = reference
+            .map(|r| {
+                r.profile
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .chain(std::iter::once(PREDICTION))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for (name, column) in names
+            .into_iter()
+            .filter_map(|n| Some((n, reference?.column(n)?)))
+        {
             let feature = if let Some(numeric) = &column.numeric {
                 FeatureWindow::Numeric {
                     counts: vec![0; numeric.histogram.counts.len() + 2],
@@ -99,7 +136,7 @@ impl Window {
                     missing: 0,
                 }
             };
-            features.insert(column.name.clone(), feature);
+            features.insert(name.to_owned(), feature);
         }
         Self {
             deployment: prediction.deployment.clone(),
@@ -120,14 +157,24 @@ impl Window {
     pub(crate) fn add(
         &mut self,
         prediction: &PredictionLogged,
-        reference: Option<&Profile>,
+        reference: Option<&Reference>,
         now: i64,
     ) {
         self.count += 1;
         self.last_at = now;
         self.latency_us_sum = self.latency_us_sum.saturating_add(prediction.latency_us);
         self.latency_us_max = self.latency_us_max.max(prediction.latency_us);
-        for (name, value) in &prediction.inputs {
+        let predicted = prediction
+            .outputs
+            .get(PREDICTION)
+            .map(|v| (PREDICTION.to_owned(), v.clone()));
+        for (name, value) in prediction
+            .inputs
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .chain(predicted)
+        {
+            let (name, value) = (&name, &value);
             let shaped = !self.features.is_empty();
             let Some(feature) = self.features.get_mut(name) else {
                 if shaped {
@@ -135,7 +182,7 @@ impl Window {
                 }
                 continue;
             };
-            let Some(column) = reference.and_then(|p| p.column(name)) else {
+            let Some(column) = reference.and_then(|r| r.column(name)) else {
                 continue;
             };
             match feature {
@@ -151,6 +198,15 @@ impl Window {
                         }
                         _ => *wrong_type += 1,
                     },
+                    // Class labels come back as text ("1") for a numeric target.
+                    serde_json::Value::String(text) => {
+                        match (text.trim().parse::<f64>(), &column.numeric) {
+                            (Ok(v), Some(numeric)) => {
+                                counts[bin(&numeric.histogram.edges, v)] += 1;
+                            }
+                            _ => *wrong_type += 1,
+                        }
+                    }
                     _ => *wrong_type += 1,
                 },
                 FeatureWindow::Categorical {
@@ -212,6 +268,8 @@ pub(crate) struct Evaluation {
     pub drift_share: f64,
     /// Dataset-level verdict.
     pub dataset_drift: bool,
+    /// The predictions against the training target (not part of the dataset share).
+    pub prediction: Option<ColumnDrift>,
     /// Findings, e.g. `age: 12 values above the reference's range`.
     pub findings: Vec<String>,
 }
@@ -222,13 +280,13 @@ pub(crate) struct Evaluation {
 /// when at least `drift_share` of the features do.
 pub(crate) fn evaluate(
     window: &Window,
-    reference: Option<&Profile>,
+    reference: Option<&Reference>,
     drift_share: f64,
 ) -> Evaluation {
     let mut columns = Vec::new();
     let mut findings = Vec::new();
     // A window opened before its reference was known has no bins to judge.
-    let Some(profile) = reference.filter(|_| !window.features.is_empty()) else {
+    let Some(reference) = reference.filter(|_| !window.features.is_empty()) else {
         findings.push(format!(
             "no reference profile for {} version {}: the training dataset's profile is unknown",
             window.model, window.version
@@ -237,6 +295,7 @@ pub(crate) fn evaluate(
             columns,
             drift_share: 0.0,
             dataset_drift: false,
+            prediction: None,
             findings,
         };
     };
@@ -244,7 +303,7 @@ pub(crate) fn evaluate(
         findings.push(format!("{name}: not in the reference ({seen} values)"));
     }
     for (name, feature) in &window.features {
-        let Some(column) = profile.column(name) else {
+        let Some(column) = reference.column(name) else {
             continue;
         };
         let (method, reference_counts, current_counts, threshold) = match feature {
@@ -337,6 +396,10 @@ pub(crate) fn evaluate(
             drifted: score >= threshold,
         });
     }
+    let prediction = columns
+        .iter()
+        .position(|c| c.column == PREDICTION)
+        .map(|i| columns.remove(i));
     let drifted = columns.iter().filter(|c| c.drifted).count();
     let share = if columns.is_empty() {
         0.0
@@ -347,6 +410,7 @@ pub(crate) fn evaluate(
         dataset_drift: !columns.is_empty() && share >= drift_share,
         drift_share: share,
         columns,
+        prediction,
         findings,
     }
 }

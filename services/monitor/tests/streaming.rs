@@ -94,9 +94,13 @@ impl Setup {
                         version: 1,
                         request_id: format!("r{}", first + i),
                         inputs,
-                        outputs: [("prediction".to_owned(), json!("1"))]
-                            .into_iter()
-                            .collect(),
+                        // A model that learnt the target (x1 > 0), answering labels as text.
+                        outputs: [(
+                            "prediction".to_owned(),
+                            json!(if x1 > 0.0 { "1" } else { "0" }),
+                        )]
+                        .into_iter()
+                        .collect(),
                         latency_us,
                         shadow: false,
                     }),
@@ -245,6 +249,9 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
                     name: "training".into(),
                     version: "t1".into(),
                 }),
+                params: [("target".to_owned(), json!("label"))]
+                    .into_iter()
+                    .collect(),
                 ..Lineage::default()
             },
         }),
@@ -284,6 +291,7 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
     let calm = setup.reports(&monitor).await?;
     for report in &calm {
         assert_eq!(report["dataset_drift"], false, "{report}");
+        assert_eq!(report["prediction_drift"]["drifted"], false, "{report}");
         assert_eq!(report["count"], 1000);
         assert_eq!(
             report["columns"].as_array().map(Vec::len),
@@ -330,6 +338,10 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
             "{report}"
         );
         assert!(!drifted.contains(&"x2"), "x2 did not move: {report}");
+        assert_eq!(
+            report["prediction_drift"]["drifted"], true,
+            "more 1s than the training labels: {report}"
+        );
     }
 
     // One alert naming the drifted features; one retraining despite three drifted windows.
