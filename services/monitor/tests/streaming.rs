@@ -65,6 +65,98 @@ struct Setup {
 }
 
 impl Setup {
+    /// A monitor with windows of `window` predictions on a fresh bus prefix, PostgreSQL database
+    /// and S3 prefix, knowing a training dataset's profile and a model version trained on it.
+    async fn start(window: u64) -> anyhow::Result<(Self, Isolated, Draws)> {
+        let prefix = flywheel_testkit::unique_name();
+        let mut settings = ServiceSettings::defaults_for("monitor", 0);
+        settings.bus = flywheel_testkit::bus_config(&prefix);
+        settings.db = flywheel_testkit::fresh_postgres().await?;
+        settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
+        for (key, value) in [
+            ("window_size", window.to_string()),
+            ("window_seconds", "600".to_owned()),
+            ("checkpoint_every", "200".to_owned()),
+        ] {
+            settings.service.insert(key.into(), value);
+        }
+        let store = ArtifactStore::from_config(&settings.artifacts)?;
+        let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+        let setup = Setup {
+            settings,
+            bus,
+            http: reqwest::Client::new(),
+        };
+        let monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
+        let mut draws = Draws(0x5eed_1234_abcd_0001);
+        setup.register_training_data(&store, &mut draws).await?;
+        Ok((setup, monitor, draws))
+    }
+
+    /// The training data, its profile in S3, and the model version trained on it.
+    async fn register_training_data(
+        &self,
+        store: &ArtifactStore,
+        draws: &mut Draws,
+    ) -> anyhow::Result<()> {
+        let mut csv = String::from("x1,x2,plan,label\n");
+        for _ in 0..2000 {
+            let (x1, x2, plan) = (
+                draws.normal(0.0, 1.0),
+                draws.normal(5.0, 2.0),
+                draws.plan(false),
+            );
+            csv.push_str(&format!("{x1},{x2},{plan},{}\n", u8::from(x1 > 0.0)));
+        }
+        let bytes = Bytes::from(csv.into_bytes());
+        let table = flywheel_data::read(bytes.clone(), flywheel_data::Format::Csv)?;
+        let profile = flywheel_data::profile(&table);
+        store.put("datasets/training.csv", bytes.clone()).await?;
+        store
+            .put(
+                "profiles/training.json",
+                Bytes::from(serde_json::to_vec(&profile)?),
+            )
+            .await?;
+        for event in [
+            Event::DatasetVersionCreated(DatasetVersionCreated {
+                dataset: "training".into(),
+                version: "t1".into(),
+                sha256: String::new(),
+                uri: store.uri("datasets/training.csv"),
+                format: "csv".into(),
+                size_bytes: bytes.len() as u64,
+                row_count: 2000,
+                columns: Vec::new(),
+                profile_uri: Some(store.uri("profiles/training.json")),
+                previous_version: None,
+            }),
+            Event::ModelVersionRegistered(ModelVersionRegistered {
+                model: "churn".into(),
+                version: 1,
+                package_uri: "s3://x/p".into(),
+                flavor: "flywheel".into(),
+                metrics: Default::default(),
+                signature: Default::default(),
+                lineage: Lineage {
+                    dataset: Some(DatasetRef {
+                        name: "training".into(),
+                        version: "t1".into(),
+                    }),
+                    params: [("target".to_owned(), json!("label"))]
+                        .into_iter()
+                        .collect(),
+                    ..Lineage::default()
+                },
+            }),
+        ] {
+            self.bus
+                .publish(&Envelope::new("registry", "default", event))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn publish_predictions(
         &self,
         draws: &mut Draws,
@@ -182,85 +274,7 @@ async fn webhook_receiver() -> anyhow::Result<(String, std::sync::Arc<std::sync:
 
 #[tokio::test]
 async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyhow::Result<()> {
-    let prefix = flywheel_testkit::unique_name();
-    let mut settings = ServiceSettings::defaults_for("monitor", 0);
-    settings.bus = flywheel_testkit::bus_config(&prefix);
-    settings.db = flywheel_testkit::fresh_postgres().await?;
-    settings.artifacts = flywheel_testkit::s3_config(&flywheel_testkit::unique_name())?;
-    for (key, value) in [
-        ("window_size", "1000"),
-        ("window_seconds", "600"),
-        ("checkpoint_every", "200"),
-    ] {
-        settings.service.insert(key.into(), value.into());
-    }
-    let store = ArtifactStore::from_config(&settings.artifacts)?;
-    let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
-    let setup = Setup {
-        settings,
-        bus,
-        http: reqwest::Client::new(),
-    };
-    let mut monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
-
-    // The training data, its profile in S3, and the model version trained on it.
-    let mut draws = Draws(0x5eed_1234_abcd_0001);
-    let mut csv = String::from("x1,x2,plan,label\n");
-    for _ in 0..2000 {
-        let (x1, x2, plan) = (
-            draws.normal(0.0, 1.0),
-            draws.normal(5.0, 2.0),
-            draws.plan(false),
-        );
-        csv.push_str(&format!("{x1},{x2},{plan},{}\n", u8::from(x1 > 0.0)));
-    }
-    let bytes = Bytes::from(csv.into_bytes());
-    let table = flywheel_data::read(bytes.clone(), flywheel_data::Format::Csv)?;
-    let profile = flywheel_data::profile(&table);
-    store.put("datasets/training.csv", bytes.clone()).await?;
-    store
-        .put(
-            "profiles/training.json",
-            Bytes::from(serde_json::to_vec(&profile)?),
-        )
-        .await?;
-    for event in [
-        Event::DatasetVersionCreated(DatasetVersionCreated {
-            dataset: "training".into(),
-            version: "t1".into(),
-            sha256: String::new(),
-            uri: store.uri("datasets/training.csv"),
-            format: "csv".into(),
-            size_bytes: bytes.len() as u64,
-            row_count: 2000,
-            columns: Vec::new(),
-            profile_uri: Some(store.uri("profiles/training.json")),
-            previous_version: None,
-        }),
-        Event::ModelVersionRegistered(ModelVersionRegistered {
-            model: "churn".into(),
-            version: 1,
-            package_uri: "s3://x/p".into(),
-            flavor: "flywheel".into(),
-            metrics: Default::default(),
-            signature: Default::default(),
-            lineage: Lineage {
-                dataset: Some(DatasetRef {
-                    name: "training".into(),
-                    version: "t1".into(),
-                }),
-                params: [("target".to_owned(), json!("label"))]
-                    .into_iter()
-                    .collect(),
-                ..Lineage::default()
-            },
-        }),
-    ] {
-        setup
-            .bus
-            .publish(&Envelope::new("registry", "default", event))
-            .await?;
-    }
+    let (setup, mut monitor, mut draws) = Setup::start(1000).await?;
     let policy = setup
         .http
         .put(monitor.url("/api/v1/policies/churn"))
@@ -430,6 +444,121 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
             .is_some_and(|m| m.contains("x1")),
         "{bodies:?}"
     );
+    monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
+
+fn logged(deployment: &str, model: &str, i: usize, inputs: Value) -> Event {
+    Event::PredictionLogged(PredictionLogged {
+        deployment: deployment.into(),
+        model: model.into(),
+        version: 1,
+        request_id: format!("{deployment}-{i}"),
+        inputs: serde_json::from_value(inputs).unwrap_or_default(),
+        outputs: [("prediction".to_owned(), json!("0"))]
+            .into_iter()
+            .collect(),
+        latency_us: 100,
+        shadow: false,
+    })
+}
+
+#[tokio::test]
+async fn bad_prediction_logs_become_findings_or_dead_letters() -> anyhow::Result<()> {
+    let (setup, monitor, mut draws) = Setup::start(50).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Not an event at all, on the predictions subject: dead-lettered with the reason.
+    let prefix = setup.settings.bus.prefix.clone();
+    setup
+        .bus
+        .jetstream()
+        .publish(
+            format!("{prefix}.predictions.churn-prod"),
+            Bytes::from_static(b"\xff not an event"),
+        )
+        .await?
+        .await?;
+    // Extra features, wrong types and missing values; and a deployment nobody registered.
+    for i in 0..50 {
+        let x2 = if i < 10 {
+            json!("abc")
+        } else {
+            json!(draws.normal(5.0, 2.0))
+        };
+        let plan = if i < 5 { Value::Null } else { json!("pro") };
+        let inputs = json!({"x1": draws.normal(0.0, 1.0), "x2": x2, "plan": plan, "surprise": 1});
+        for event in [
+            logged("churn-prod", "churn", i, inputs.clone()),
+            logged("ghost", "ghost-model", i, inputs),
+        ] {
+            setup
+                .bus
+                .publish(&Envelope::new("deployer", "default", event))
+                .await?;
+        }
+    }
+    let mut reports: Vec<Value> = Vec::new();
+    wait_for("a report per deployment", async || {
+        reports = setup
+            .http
+            .get(monitor.url("/api/v1/reports"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(reports.len() >= 2)
+    })
+    .await?;
+    let findings = |deployment: &str| -> Vec<String> {
+        reports
+            .iter()
+            .filter(|r| r["deployment"] == deployment)
+            .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect()
+    };
+    let known = findings("churn-prod");
+    for expected in [
+        "surprise: not in the reference (50 values)",
+        "x2: 10 values that are not numbers",
+        "plan: 5 missing values",
+    ] {
+        assert!(
+            known.iter().any(|f| f == expected),
+            "{expected} in {known:?}"
+        );
+    }
+    let ghost = findings("ghost");
+    assert!(
+        ghost
+            .iter()
+            .any(|f| f.starts_with("no reference profile for ghost-model")),
+        "{ghost:?}"
+    );
+    // The garbage is in the DLQ with the reason; the monitor went on counting.
+    let mut dlq = setup
+        .bus
+        .jetstream()
+        .get_stream(setup.bus.subjects().stream(flywheel_bus::StreamKind::Dlq))
+        .await?;
+    let state = dlq.info().await?.state.clone();
+    assert_eq!(state.messages, 1);
+    let parked = dlq.get_raw_message(state.first_sequence).await?;
+    assert_eq!(
+        parked.subject.as_str(),
+        format!("{prefix}.dlq.predictions.monitor-reader")
+    );
+    assert!(
+        parked
+            .headers
+            .get("Flywheel-Dlq-Error")
+            .is_some_and(|v| !v.as_str().is_empty()),
+        "{:?}",
+        parked.headers
+    );
+    let counted: u64 = reports.iter().filter_map(|r| r["count"].as_u64()).sum();
+    assert_eq!(counted, 100);
     monitor.stop().await?;
     flywheel_testkit::cleanup_bus(&setup.bus).await;
     Ok(())
