@@ -65,6 +65,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
                 Versions::Dataset,
                 Versions::DatasetVersion,
                 Versions::Target,
+                Versions::Metrics,
             ]);
             // The training target (built-in trainers' `target` parameter), whose distribution
             // the predictions are compared with.
@@ -80,6 +81,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
                 dataset.name.clone().into(),
                 dataset.version.clone().into(),
                 target.into(),
+                serde_json::to_string(&e.metrics).ok().into(),
             ]) {
                 return Outcome::poison(err.to_string());
             }
@@ -146,6 +148,8 @@ pub(crate) struct TrainingData {
     pub(crate) version: String,
     /// The target column, when known.
     pub(crate) target: Option<String>,
+    /// The version's evaluation metrics at training (what production performance is held to).
+    pub(crate) metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// The dataset version a model version was trained on, if the monitor knows it.
@@ -162,6 +166,7 @@ pub(crate) async fn training_data_in<C: ConnectionTrait>(
                     Versions::Dataset,
                     Versions::DatasetVersion,
                     Versions::Target,
+                    Versions::Metrics,
                 ])
                 .from(Versions::Table)
                 .and_where(Expr::col(Versions::Model).eq(model))
@@ -176,6 +181,10 @@ pub(crate) async fn training_data_in<C: ConnectionTrait>(
             dataset: r.try_get("", "dataset")?,
             version: r.try_get("", "dataset_version")?,
             target: r.try_get("", "target")?,
+            metrics: r
+                .try_get::<Option<String>>("", "metrics")?
+                .and_then(|m| serde_json::from_str(&m).ok())
+                .unwrap_or_default(),
         })
     })
     .transpose()

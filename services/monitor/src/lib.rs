@@ -11,6 +11,7 @@ mod catalog;
 pub mod comparison;
 mod error;
 mod migrations;
+mod performance;
 mod reader;
 pub mod reports;
 mod schema;
@@ -55,6 +56,11 @@ pub async fn run(
         max_age: std::time::Duration::from_secs(settings.option("window_seconds", 300u64)?.max(1)),
         drift_share: settings.option("drift_share", 0.5f64)?,
         checkpoint_every: settings.option("checkpoint_every", 10_000u64)?.max(1),
+        performance_size: settings.option("performance_window", 500u64)?.max(1),
+        performance_margin: settings.option("performance_margin", 0.05f64)?,
+        pending_max: settings
+            .option("feedback_pending_max", 200_000usize)?
+            .max(1),
     };
     if !(0.0..=1.0).contains(&config.drift_share) {
         return Err(flywheel_runtime::ServiceError::Config(

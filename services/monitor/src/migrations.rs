@@ -90,6 +90,7 @@ impl MigrationTrait for CreateMonitoring {
                     .col(text(Versions::Dataset))
                     .col(text(Versions::DatasetVersion))
                     .col(ColumnDef::new(Versions::Target).text().null())
+                    .col(ColumnDef::new(Versions::Metrics).text().null())
                     .primary_key(Index::create().col(Versions::Model).col(Versions::Version))
                     .to_owned(),
             )

@@ -1,11 +1,12 @@
-//! The prediction reader: an ordered JetStream consumer over `<prefix>.predictions.>` that
-//! counts every `prediction.logged` into its deployment's open window. What it has counted is
+//! The prediction reader: an ordered JetStream consumer over the PREDICTIONS stream that counts
+//! every `prediction.logged` into its deployment's open window and joins `feedback.received`
+//! to the prediction it is about. What it has counted is
 //! checkpointed in the database — the last stream sequence and the open windows, together, and
 //! together with each closed window's report — so a restart resumes right after the last
 //! counted message: no window is lost and nothing is counted twice. One reader per monitor
 //! database (scale-out gives it a leader, issue 10).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +15,17 @@ use async_nats::jetstream::consumer::pull::OrderedConfig;
 use flywheel_bus::StreamKind;
 use flywheel_data::Profile;
 use flywheel_events::Event;
-use flywheel_events::payloads::PredictionLogged;
+use flywheel_events::payloads::{FeedbackReceived, PredictionLogged};
 use flywheel_runtime::{CancellationToken, ServiceResult};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::performance::PerformanceWindow;
 use crate::schema::Checkpoints;
-use crate::windows::{Reference, Window, evaluate};
+use crate::windows::{PREDICTION, Reference, Span, Window, evaluate};
 use crate::{AppState, MonitorError, Result};
 
 const READER: &str = "predictions";
@@ -37,6 +41,13 @@ pub struct WindowConfig {
     pub drift_share: f64,
     /// `checkpoint_every`: predictions between checkpoints (besides one a second).
     pub checkpoint_every: u64,
+    /// `performance_window`: labelled outcomes per performance window.
+    pub performance_size: u64,
+    /// `performance_margin`: how far production may fall short of training (accuracy points,
+    /// or RMSE as a share) before the `performance` alert.
+    pub performance_margin: f64,
+    /// `feedback_pending_max`: predictions remembered while awaiting feedback.
+    pub pending_max: usize,
 }
 
 type Key = (String, u32);
@@ -121,7 +132,88 @@ async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<O
     }))
 }
 
-async fn load_checkpoint(state: &AppState) -> Result<(u64, BTreeMap<Key, Window>)> {
+/// What the reader has counted, checkpointed together: open windows of predictions and of
+/// labelled outcomes, and where the predictions still awaiting their feedback begin.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counted {
+    windows: Vec<Window>,
+    performance: Vec<PerformanceWindow>,
+    /// Stream sequence of the oldest prediction still awaiting feedback (0: none); a restart
+    /// reads from there to rebuild them, counting nothing again.
+    pending_from: u64,
+}
+
+/// A prediction awaiting its ground truth.
+#[derive(Debug)]
+struct Pending {
+    deployment: String,
+    model: String,
+    version: u32,
+    predicted: Value,
+    sequence: u64,
+}
+
+/// The reader's state.
+#[derive(Debug, Default)]
+struct ReaderState {
+    /// Last stream sequence counted.
+    sequence: u64,
+    windows: BTreeMap<Key, Window>,
+    performance: BTreeMap<Key, PerformanceWindow>,
+    pending: HashMap<String, Pending>,
+    /// Pending request ids in stream order, for eviction.
+    order: VecDeque<(u64, String)>,
+}
+
+impl ReaderState {
+    /// Remembers a prediction until its feedback comes (the oldest go past `max`).
+    fn remember(&mut self, prediction: &PredictionLogged, sequence: u64, max: usize) {
+        let Some(predicted) = prediction.outputs.get(PREDICTION) else {
+            return;
+        };
+        self.pending.insert(
+            prediction.request_id.clone(),
+            Pending {
+                deployment: prediction.deployment.clone(),
+                model: prediction.model.clone(),
+                version: prediction.version,
+                predicted: predicted.clone(),
+                sequence,
+            },
+        );
+        self.order
+            .push_back((sequence, prediction.request_id.clone()));
+        while self.pending.len() > max {
+            let Some((seq, id)) = self.order.pop_front() else {
+                break;
+            };
+            if self.pending.get(&id).is_some_and(|p| p.sequence == seq) {
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    fn pending_from(&mut self) -> u64 {
+        while let Some((seq, id)) = self.order.front() {
+            if self.pending.get(id).is_some_and(|p| p.sequence == *seq) {
+                return *seq;
+            }
+            self.order.pop_front();
+        }
+        0
+    }
+
+    fn checkpoint_body(&mut self) -> Result<String> {
+        let counted = Counted {
+            windows: self.windows.values().cloned().collect(),
+            performance: self.performance.values().cloned().collect(),
+            pending_from: self.pending_from(),
+        };
+        serde_json::to_string(&counted).map_err(|e| MonitorError::Invalid(e.to_string()))
+    }
+}
+
+async fn load_checkpoint(state: &AppState) -> Result<(ReaderState, u64)> {
     let row = state
         .db
         .query_one(
@@ -133,27 +225,30 @@ async fn load_checkpoint(state: &AppState) -> Result<(u64, BTreeMap<Key, Window>
         )
         .await?;
     let Some(row) = row else {
-        return Ok((0, BTreeMap::new()));
+        return Ok((ReaderState::default(), 0));
     };
     let sequence: i64 = row.try_get("", "sequence")?;
-    let windows: Vec<Window> = serde_json::from_str(&row.try_get::<String>("", "windows")?)
+    let counted: Counted = serde_json::from_str(&row.try_get::<String>("", "windows")?)
         .map_err(|e| MonitorError::Invalid(format!("checkpoint: {e}")))?;
-    Ok((
-        u64::try_from(sequence).unwrap_or(0),
-        windows
+    let reader = ReaderState {
+        sequence: u64::try_from(sequence).unwrap_or(0),
+        windows: counted
+            .windows
             .into_iter()
-            .map(|w| ((w.deployment.clone(), w.version), w))
+            .map(|w| ((w.span.deployment.clone(), w.span.version), w))
             .collect(),
-    ))
+        performance: counted
+            .performance
+            .into_iter()
+            .map(|w| ((w.span.deployment.clone(), w.span.version), w))
+            .collect(),
+        ..ReaderState::default()
+    };
+    Ok((reader, counted.pending_from))
 }
 
-async fn save_checkpoint<C: ConnectionTrait>(
-    conn: &C,
-    sequence: u64,
-    windows: &BTreeMap<Key, Window>,
-) -> Result<()> {
-    let body = serde_json::to_string(&windows.values().collect::<Vec<_>>())
-        .map_err(|e| MonitorError::Invalid(e.to_string()))?;
+async fn save_checkpoint<C: ConnectionTrait>(conn: &C, reader: &mut ReaderState) -> Result<()> {
+    let body = reader.checkpoint_body()?;
     let mut upsert = Query::insert();
     upsert
         .into_table(Checkpoints::Table)
@@ -165,7 +260,7 @@ async fn save_checkpoint<C: ConnectionTrait>(
         ])
         .values([
             READER.into(),
-            i64::try_from(sequence).unwrap_or(i64::MAX).into(),
+            i64::try_from(reader.sequence).unwrap_or(i64::MAX).into(),
             body.into(),
             now_millis().into(),
         ])
@@ -189,23 +284,34 @@ async fn close_done(
     state: &AppState,
     config: &WindowConfig,
     references: &mut References,
-    sequence: u64,
-    windows: &mut BTreeMap<Key, Window>,
+    reader: &mut ReaderState,
 ) -> Result<()> {
     let now = now_millis();
     let max_age = i64::try_from(config.max_age.as_millis()).unwrap_or(i64::MAX);
-    let done: Vec<Key> = windows
+    let done: Vec<Key> = reader
+        .windows
         .iter()
         .filter(|(_, w)| w.is_full(config.size, max_age, now))
         .map(|(k, _)| k.clone())
         .collect();
-    if done.is_empty() {
+    let done_performance: Vec<Key> = reader
+        .performance
+        .iter()
+        .filter(|(_, w)| {
+            w.labelled >= config.performance_size
+                || (w.labelled > 0 && now - w.span.started_at >= max_age)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    if done.is_empty() && done_performance.is_empty() {
         return Ok(());
     }
     let mut closing = Vec::new();
     for key in &done {
-        if let Some(window) = windows.remove(key) {
-            let reference = references.get(state, &window.model, window.version).await;
+        if let Some(window) = reader.windows.remove(key) {
+            let reference = references
+                .get(state, &window.span.model, window.span.version)
+                .await;
             let evaluation = evaluate(&window, reference.as_deref(), config.drift_share);
             closing.push((window, evaluation));
         }
@@ -214,7 +320,13 @@ async fn close_done(
     for (window, evaluation) in &closing {
         crate::reports::close(&txn, state, window, evaluation, now).await?;
     }
-    save_checkpoint(&txn, sequence, windows).await?;
+    for key in &done_performance {
+        if let Some(window) = reader.performance.remove(key) {
+            crate::reports::close_performance(&txn, state, &window, config.performance_margin, now)
+                .await?;
+        }
+    }
+    save_checkpoint(&txn, reader).await?;
     txn.commit().await?;
     flywheel_runtime::outbox::wake();
     Ok(())
@@ -226,7 +338,7 @@ async fn read(
     references: &mut References,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let (mut sequence, mut windows) = load_checkpoint(state).await.map_err(|e| e.to_string())?;
+    let (mut reader, pending_from) = load_checkpoint(state).await.map_err(|e| e.to_string())?;
     let subjects = state.bus.subjects();
     let stream = state
         .bus
@@ -234,16 +346,21 @@ async fn read(
         .get_stream(subjects.stream(StreamKind::Predictions))
         .await
         .map_err(|e| e.to_string())?;
-    let deliver_policy = if sequence == 0 {
+    // From the oldest prediction still awaiting feedback, or right after the last counted one.
+    let start = match pending_from {
+        0 => reader.sequence + 1,
+        from => Ord::min(from, reader.sequence + 1),
+    };
+    let deliver_policy = if start <= 1 {
         DeliverPolicy::All
     } else {
         DeliverPolicy::ByStartSequence {
-            start_sequence: sequence + 1,
+            start_sequence: start,
         }
     };
+    // The whole stream: prediction logs and feedback, in the order they were stored.
     let consumer = stream
         .create_consumer(OrderedConfig {
-            filter_subject: format!("{}.predictions.>", subjects.prefix()),
             deliver_policy,
             ..Default::default()
         })
@@ -255,13 +372,13 @@ async fn read(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                save_checkpoint(&state.db, sequence, &windows).await.map_err(|e| e.to_string())?;
+                save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
                 return Ok(());
             }
             _ = tick.tick() => {
-                close_done(state, config, references, sequence, &mut windows).await.map_err(|e| e.to_string())?;
+                close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
                 if unsaved > 0 {
-                    save_checkpoint(&state.db, sequence, &windows).await.map_err(|e| e.to_string())?;
+                    save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }
@@ -271,18 +388,32 @@ async fn read(
                 };
                 let message = message.map_err(|e| e.to_string())?;
                 let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-                if seq <= sequence {
-                    continue;
-                }
                 let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
                 let decoded = flywheel_events::decode_with_header(&message.payload, content_type.as_deref())
                     .map_err(|e| e.to_string())
                     .and_then(|envelope| match envelope.event {
-                        Event::PredictionLogged(p) => Ok(p),
-                        other => Err(format!("expected prediction.logged, got {}", other.event_type())),
+                        Event::PredictionLogged(_) | Event::FeedbackReceived(_) => Ok(envelope.event),
+                        other => Err(format!("expected prediction.logged or feedback.received, got {}", other.event_type())),
                     });
+                if seq <= reader.sequence {
+                    // Counted before the restart: only rebuild what still awaits feedback.
+                    match decoded {
+                        Ok(Event::PredictionLogged(p)) => reader.remember(&p, seq, config.pending_max),
+                        Ok(Event::FeedbackReceived(f)) => {
+                            reader.pending.remove(&f.request_id);
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
                 match decoded {
-                    Ok(prediction) => count(state, references, &mut windows, &prediction, seq).await,
+                    Ok(Event::PredictionLogged(prediction)) => {
+                        count(state, references, &mut reader.windows, &prediction, seq).await;
+                        reader.remember(&prediction, seq, config.pending_max);
+                        metrics::counter!("flywheel_monitor_predictions_total").increment(1);
+                    }
+                    Ok(Event::FeedbackReceived(feedback)) => join(&mut reader, &feedback, seq),
+                    Ok(_) => {}
                     Err(reason) => {
                         metrics::counter!("flywheel_monitor_predictions_rejected_total").increment(1);
                         if let Err(e) = state.bus.dead_letter(&message, StreamKind::Predictions, "monitor-reader", &reason).await {
@@ -290,20 +421,41 @@ async fn read(
                         }
                     }
                 }
-                metrics::counter!("flywheel_monitor_predictions_total").increment(1);
-                sequence = seq;
+                reader.sequence = seq;
                 unsaved += 1;
-                let size = config.size;
-                if windows.values().any(|w| w.count >= size) {
-                    close_done(state, config, references, sequence, &mut windows).await.map_err(|e| e.to_string())?;
+                let full = reader.windows.values().any(|w| w.count >= config.size)
+                    || reader.performance.values().any(|w| w.labelled >= config.performance_size);
+                if full {
+                    close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 } else if unsaved >= config.checkpoint_every {
-                    save_checkpoint(&state.db, sequence, &windows).await.map_err(|e| e.to_string())?;
+                    save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }
         }
     }
+}
+
+/// Joins ground truth to its prediction and counts the outcome.
+fn join(reader: &mut ReaderState, feedback: &FeedbackReceived, sequence: u64) {
+    let Some(pending) = reader.pending.remove(&feedback.request_id) else {
+        metrics::counter!("flywheel_monitor_feedback_unmatched_total").increment(1);
+        return;
+    };
+    let now = now_millis();
+    let key = (pending.deployment.clone(), pending.version);
+    let window = reader.performance.entry(key).or_insert_with(|| {
+        PerformanceWindow::open(Span::open(
+            &pending.deployment,
+            &pending.model,
+            pending.version,
+            sequence,
+            now,
+        ))
+    });
+    window.add(&pending.predicted, &feedback.ground_truth, now);
+    metrics::counter!("flywheel_monitor_feedback_joined_total").increment(1);
 }
 
 /// Counts a prediction into its deployment's window (opening one if needed).

@@ -14,8 +14,9 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde::{Deserialize, Serialize};
 
+use crate::performance::PerformanceWindow;
 use crate::schema::{Alerts, Baselines, Policies, Reports, Retrainings};
-use crate::windows::{Evaluation, Window};
+use crate::windows::{Evaluation, Span, Window};
 use crate::{AppState, MonitorError, Result};
 
 /// The alert rule for data drift.
@@ -70,36 +71,37 @@ fn millis_to_time(ms: i64) -> chrono::DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Stores and announces the report of a closed window, then applies the alert rule.
-pub(crate) async fn close(
+/// `monitor.report.created` for a window, without drift results.
+fn report_created(
+    span: &Span,
+    report_id: &str,
+    count: u64,
+    metrics: flywheel_events::payloads::Metrics,
+) -> MonitorReportCreated {
+    MonitorReportCreated {
+        report_id: report_id.to_owned(),
+        deployment: span.deployment.clone(),
+        model: span.model.clone(),
+        version: span.version,
+        window_start: millis_to_time(span.started_at),
+        window_end: millis_to_time(span.last_at),
+        count,
+        drift_share: 0.0,
+        dataset_drift: false,
+        columns: Vec::new(),
+        metrics,
+    }
+}
+
+/// Stores a report once (a window rebuilt after a crash writes the same id); whether it was new.
+async fn insert_report(
     txn: &DatabaseTransaction,
-    state: &AppState,
-    window: &Window,
-    evaluation: &Evaluation,
+    span: &Span,
+    report_id: &str,
+    (count, dataset_drift): (u64, bool),
+    body: &serde_json::Value,
     now: i64,
-) -> Result<()> {
-    // The window's first stream sequence makes the id: a window rebuilt after a crash before its
-    // checkpoint writes the same report once.
-    let report_id = format!(
-        "{}-v{}-{}",
-        window.deployment, window.version, window.first_sequence
-    );
-    let body = serde_json::json!({
-        "report_id": report_id,
-        "deployment": window.deployment,
-        "model": window.model,
-        "version": window.version,
-        "window_start": window.started_at,
-        "window_end": window.last_at,
-        "count": window.count,
-        "drift_share": evaluation.drift_share,
-        "dataset_drift": evaluation.dataset_drift,
-        "columns": evaluation.columns,
-        "prediction_drift": evaluation.prediction,
-        "findings": evaluation.findings,
-        "latency_us_mean": window.latency_us_sum.checked_div(window.count).unwrap_or(0),
-        "latency_us_max": window.latency_us_max,
-    });
+) -> Result<bool> {
     let mut insert = Query::insert();
     insert
         .into_table(Reports::Table)
@@ -116,14 +118,14 @@ pub(crate) async fn close(
             Reports::CreatedAt,
         ])
         .values([
-            report_id.clone().into(),
-            window.deployment.clone().into(),
-            window.model.clone().into(),
-            i32::try_from(window.version).unwrap_or(i32::MAX).into(),
-            window.started_at.into(),
-            window.last_at.into(),
-            i64::try_from(window.count).unwrap_or(i64::MAX).into(),
-            evaluation.dataset_drift.into(),
+            report_id.into(),
+            span.deployment.clone().into(),
+            span.model.clone().into(),
+            i32::try_from(span.version).unwrap_or(i32::MAX).into(),
+            span.started_at.into(),
+            span.last_at.into(),
+            i64::try_from(count).unwrap_or(i64::MAX).into(),
+            dataset_drift.into(),
             body.to_string().into(),
             now.into(),
         ])
@@ -133,8 +135,49 @@ pub(crate) async fn close(
                 .do_nothing()
                 .to_owned(),
         );
-    let inserted = txn.execute(&insert).await?.rows_affected();
-    if inserted == 0 {
+    Ok(txn.execute(&insert).await?.rows_affected() > 0)
+}
+
+/// Stores and announces the report of a closed window, then applies the alert rule.
+pub(crate) async fn close(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &Window,
+    evaluation: &Evaluation,
+    now: i64,
+) -> Result<()> {
+    // The window's first stream sequence makes the id: a window rebuilt after a crash before its
+    // checkpoint writes the same report once.
+    let report_id = format!(
+        "{}-v{}-{}",
+        window.span.deployment, window.span.version, window.span.first_sequence
+    );
+    let body = serde_json::json!({
+        "report_id": report_id,
+        "deployment": window.span.deployment,
+        "model": window.span.model,
+        "version": window.span.version,
+        "window_start": window.span.started_at,
+        "window_end": window.span.last_at,
+        "count": window.count,
+        "drift_share": evaluation.drift_share,
+        "dataset_drift": evaluation.dataset_drift,
+        "columns": evaluation.columns,
+        "prediction_drift": evaluation.prediction,
+        "findings": evaluation.findings,
+        "latency_us_mean": window.latency_us_sum.checked_div(window.count).unwrap_or(0),
+        "latency_us_max": window.latency_us_max,
+    });
+    let fresh = insert_report(
+        txn,
+        &window.span,
+        &report_id,
+        (window.count, evaluation.dataset_drift),
+        &body,
+        now,
+    )
+    .await?;
+    if !fresh {
         return Ok(());
     }
     let mut metrics = flywheel_events::payloads::Metrics::default();
@@ -153,21 +196,14 @@ pub(crate) async fn close(
         txn,
         state,
         Event::MonitorReportCreated(MonitorReportCreated {
-            report_id: report_id.clone(),
-            deployment: window.deployment.clone(),
-            model: window.model.clone(),
-            version: window.version,
-            window_start: millis_to_time(window.started_at),
-            window_end: millis_to_time(window.last_at),
-            count: window.count,
             drift_share: evaluation.drift_share,
             dataset_drift: evaluation.dataset_drift,
             columns: evaluation.columns.clone(),
-            metrics,
+            ..report_created(&window.span, &report_id, window.count, metrics)
         }),
     )
     .await?;
-    metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.deployment.clone())
+    metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.span.deployment.clone())
         .increment(1);
     apply_drift_rule(txn, state, window, evaluation, &report_id, now).await?;
     apply_latency_rule(txn, state, window, &report_id, now).await
@@ -200,13 +236,13 @@ async fn apply_latency_rule(
         return Ok(());
     }
     let mean = window.latency_us_sum as f64 / window.count as f64;
-    let version = i32::try_from(window.version).unwrap_or(i32::MAX);
+    let version = i32::try_from(window.span.version).unwrap_or(i32::MAX);
     let baseline = txn
         .query_one(
             &Query::select()
                 .columns([Baselines::LatencyUs, Baselines::Windows])
                 .from(Baselines::Table)
-                .and_where(Expr::col(Baselines::Deployment).eq(window.deployment.as_str()))
+                .and_where(Expr::col(Baselines::Deployment).eq(window.span.deployment.as_str()))
                 .and_where(Expr::col(Baselines::Version).eq(version))
                 .to_owned(),
         )
@@ -222,15 +258,15 @@ async fn apply_latency_rule(
     {
         let message = format!(
             "mean latency {mean:.0} µs in {} version {} is {:.1}× its learned baseline of {learned:.0} µs",
-            window.deployment,
-            window.version,
+            window.span.deployment,
+            window.span.version,
             mean / learned
         );
         raise(
             txn,
             state,
             (LATENCY_RULE, "warning"),
-            window,
+            (&window.span.deployment, &window.span.model),
             message,
             report_id,
             now,
@@ -238,7 +274,7 @@ async fn apply_latency_rule(
         .await?;
         return Ok(());
     }
-    resolve(txn, state, LATENCY_RULE, window, now).await?;
+    resolve(txn, state, LATENCY_RULE, &window.span.deployment, now).await?;
     let (learned, windows) = match baseline {
         Some((learned, windows)) => (
             EWMA_ALPHA * mean + (1.0 - EWMA_ALPHA) * learned,
@@ -256,7 +292,7 @@ async fn apply_latency_rule(
             Baselines::Windows,
         ])
         .values([
-            window.deployment.clone().into(),
+            window.span.deployment.clone().into(),
             version.into(),
             learned.into(),
             windows.into(),
@@ -313,10 +349,10 @@ async fn resolve(
     txn: &DatabaseTransaction,
     state: &AppState,
     rule: &str,
-    window: &Window,
+    deployment: &str,
     now: i64,
 ) -> Result<()> {
-    let Some(alert_id) = open_alert(txn, rule, &window.deployment).await? else {
+    let Some(alert_id) = open_alert(txn, rule, deployment).await? else {
         return Ok(());
     };
     txn.execute(
@@ -334,24 +370,24 @@ async fn resolve(
         Event::MonitorAlertResolved(MonitorAlertResolved {
             alert_id,
             rule: rule.into(),
-            deployment: window.deployment.clone(),
+            deployment: deployment.to_owned(),
         }),
     )
     .await
 }
 
-/// Raises a rule's alert for the window's deployment unless one is open; returns its id when
-/// it raised one.
+/// Raises a rule's alert for a deployment of `model` unless one is open; returns its id when it
+/// raised one.
 async fn raise(
     txn: &DatabaseTransaction,
     state: &AppState,
     (rule, severity): (&str, &str),
-    window: &Window,
+    (deployment, model): (&str, &str),
     message: String,
     report_id: &str,
     now: i64,
 ) -> Result<Option<String>> {
-    if open_alert(txn, rule, &window.deployment).await?.is_some() {
+    if open_alert(txn, rule, deployment).await?.is_some() {
         return Ok(None);
     }
     let alert_id = format!("{rule}-{report_id}");
@@ -362,8 +398,8 @@ async fn raise(
         .values([
             alert_id.clone().into(),
             rule.into(),
-            window.deployment.clone().into(),
-            window.model.clone().into(),
+            deployment.into(),
+            model.into(),
             severity.into(),
             "raised".into(),
             message.clone().into(),
@@ -372,14 +408,14 @@ async fn raise(
         ])
         .map_err(|e| MonitorError::Invalid(e.to_string()))?;
     txn.execute(&insert).await?;
-    tracing::warn!(deployment = %window.deployment, rule, %message, "alert raised");
+    tracing::warn!(deployment, rule, %message, "alert raised");
     enqueue(
         txn,
         state,
         Event::MonitorAlertRaised(MonitorAlertRaised {
             alert_id: alert_id.clone(),
             rule: rule.into(),
-            deployment: window.deployment.clone(),
+            deployment: deployment.to_owned(),
             severity: severity.into(),
             message,
             report_id: Some(report_id.to_owned()),
@@ -400,22 +436,22 @@ async fn apply_drift_rule(
     now: i64,
 ) -> Result<()> {
     if !evaluation.dataset_drift {
-        return resolve(txn, state, DRIFT_RULE, window, now).await;
+        return resolve(txn, state, DRIFT_RULE, &window.span.deployment, now).await;
     }
-    if open_alert(txn, DRIFT_RULE, &window.deployment)
+    if open_alert(txn, DRIFT_RULE, &window.span.deployment)
         .await?
         .is_some()
     {
         return Ok(());
     }
-    let policy = policy(txn, &window.model).await?;
+    let policy = policy(txn, &window.span.model).await?;
     let needed: u32 = policy.as_ref().map_or(1, |p| Ord::max(p.windows, 1));
     let recent = txn
         .query_all(
             &Query::select()
                 .column(Reports::DatasetDrift)
                 .from(Reports::Table)
-                .and_where(Expr::col(Reports::Deployment).eq(window.deployment.as_str()))
+                .and_where(Expr::col(Reports::Deployment).eq(window.span.deployment.as_str()))
                 .order_by(Reports::CreatedAt, Order::Desc)
                 .order_by(Reports::WindowStart, Order::Desc)
                 .limit(u64::from(needed))
@@ -440,15 +476,15 @@ async fn apply_drift_rule(
         "data drift in {} of {} features of {} version {}: {}",
         drifted.len(),
         evaluation.columns.len(),
-        window.model,
-        window.version,
+        window.span.model,
+        window.span.version,
         drifted.join(", ")
     );
     let raised = raise(
         txn,
         state,
         (DRIFT_RULE, "warning"),
-        window,
+        (&window.span.deployment, &window.span.model),
         message,
         report_id,
         now,
@@ -470,7 +506,7 @@ async fn retrain(
     alert_id: &str,
     now: i64,
 ) -> Result<()> {
-    let model = window.model.as_str();
+    let model = window.span.model.as_str();
     let last = txn
         .query_one(
             &Query::select()
@@ -507,11 +543,11 @@ async fn retrain(
     }
     let Some(crate::catalog::TrainingData {
         dataset, version, ..
-    }) = crate::catalog::training_data_in(txn, model, window.version).await?
+    }) = crate::catalog::training_data_in(txn, model, window.span.version).await?
     else {
         tracing::warn!(
             model,
-            version = window.version,
+            version = window.span.version,
             "drift retraining skipped: training data unknown"
         );
         return Ok(());
@@ -557,4 +593,84 @@ async fn retrain(
     metrics::counter!("flywheel_monitor_retrainings_requested_total", "model" => model.to_owned())
         .increment(1);
     Ok(())
+}
+
+/// The alert rule for production performance.
+pub(crate) const PERFORMANCE_RULE: &str = "performance";
+
+/// Stores and announces a window of labelled outcomes, and judges it against the version's
+/// evaluation at training (`performance` alert).
+pub(crate) async fn close_performance(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    window: &PerformanceWindow,
+    margin: f64,
+    now: i64,
+) -> Result<()> {
+    let report_id = format!(
+        "{}-v{}-performance-{}",
+        window.span.deployment, window.span.version, window.span.first_sequence
+    );
+    let production = window.metrics();
+    let training = crate::catalog::training_data_in(txn, &window.span.model, window.span.version)
+        .await?
+        .map(|t| t.metrics)
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "report_id": report_id,
+        "kind": "performance",
+        "deployment": window.span.deployment,
+        "model": window.span.model,
+        "version": window.span.version,
+        "window_start": window.span.started_at,
+        "window_end": window.span.last_at,
+        "count": window.labelled,
+        "performance": production,
+        "training": training,
+    });
+    let fresh = insert_report(
+        txn,
+        &window.span,
+        &report_id,
+        (window.labelled, false),
+        &body,
+        now,
+    )
+    .await?;
+    if !fresh {
+        return Ok(());
+    }
+    let mut metrics = flywheel_events::payloads::Metrics::default();
+    metrics.extend(production.iter().map(|(k, v)| (k.clone(), *v)));
+    enqueue(
+        txn,
+        state,
+        Event::MonitorReportCreated(report_created(
+            &window.span,
+            &report_id,
+            window.labelled,
+            metrics,
+        )),
+    )
+    .await?;
+    match crate::performance::shortfall(&production, &training, margin) {
+        Some(words) => {
+            let message = format!(
+                "{} version {} performs worse than at training: {words} over {} labelled predictions",
+                window.span.model, window.span.version, window.labelled
+            );
+            raise(
+                txn,
+                state,
+                (PERFORMANCE_RULE, "critical"),
+                (&window.span.deployment, &window.span.model),
+                message,
+                &report_id,
+                now,
+            )
+            .await?;
+            Ok(())
+        }
+        None => resolve(txn, state, PERFORMANCE_RULE, &window.span.deployment, now).await,
+    }
 }

@@ -26,6 +26,7 @@ pub(crate) enum Versions {
     Dataset,
     DatasetVersion,
     Target,
+    Metrics,
 }
 
 /// Where the prediction reader is: the last stream sequence counted and the open windows.

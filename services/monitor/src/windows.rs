@@ -64,21 +64,49 @@ pub(crate) enum FeatureWindow {
     },
 }
 
-/// An open window.
+/// Which deployment version a window is of, and when it ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Window {
+pub(crate) struct Span {
     /// Deployment.
     pub deployment: String,
     /// Model.
     pub model: String,
     /// Version.
     pub version: u32,
-    /// Stream sequence of its first prediction (its report's identity).
+    /// Stream sequence of its first message (its report's identity).
     pub first_sequence: u64,
-    /// When it opened and when it last got a prediction, ms.
+    /// When it opened and when it last counted something, ms.
     pub started_at: i64,
     /// See `started_at`.
     pub last_at: i64,
+}
+
+impl Span {
+    /// A span opening now.
+    pub(crate) fn open(
+        deployment: &str,
+        model: &str,
+        version: u32,
+        sequence: u64,
+        now: i64,
+    ) -> Self {
+        Self {
+            deployment: deployment.to_owned(),
+            model: model.to_owned(),
+            version,
+            first_sequence: sequence,
+            started_at: now,
+            last_at: now,
+        }
+    }
+}
+
+/// An open window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Window {
+    /// Whose and when.
+    #[serde(flatten)]
+    pub span: Span,
     /// Predictions counted.
     pub count: u64,
     /// Per feature of the reference.
@@ -139,12 +167,13 @@ impl Window {
             features.insert(name.to_owned(), feature);
         }
         Self {
-            deployment: prediction.deployment.clone(),
-            model: prediction.model.clone(),
-            version: prediction.version,
-            first_sequence: sequence,
-            started_at: now,
-            last_at: now,
+            span: Span::open(
+                &prediction.deployment,
+                &prediction.model,
+                prediction.version,
+                sequence,
+                now,
+            ),
             count: 0,
             features,
             unexpected: BTreeMap::new(),
@@ -161,7 +190,7 @@ impl Window {
         now: i64,
     ) {
         self.count += 1;
-        self.last_at = now;
+        self.span.last_at = now;
         self.latency_us_sum = self.latency_us_sum.saturating_add(prediction.latency_us);
         self.latency_us_max = self.latency_us_max.max(prediction.latency_us);
         let predicted = prediction
@@ -240,7 +269,7 @@ impl Window {
 
     /// Whether the window is done.
     pub(crate) fn is_full(&self, size: u64, max_age_ms: i64, now: i64) -> bool {
-        self.count >= size || (self.count > 0 && now - self.started_at >= max_age_ms)
+        self.count >= size || (self.count > 0 && now - self.span.started_at >= max_age_ms)
     }
 }
 
@@ -289,7 +318,7 @@ pub(crate) fn evaluate(
     let Some(reference) = reference.filter(|_| !window.features.is_empty()) else {
         findings.push(format!(
             "no reference profile for {} version {}: the training dataset's profile is unknown",
-            window.model, window.version
+            window.span.model, window.span.version
         ));
         return Evaluation {
             columns,

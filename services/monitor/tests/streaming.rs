@@ -67,7 +67,10 @@ struct Setup {
 impl Setup {
     /// A monitor with windows of `window` predictions on a fresh bus prefix, PostgreSQL database
     /// and S3 prefix, knowing a training dataset's profile and a model version trained on it.
-    async fn start(window: u64) -> anyhow::Result<(Self, Isolated, Draws)> {
+    async fn start(
+        window: u64,
+        options: &[(&str, &str)],
+    ) -> anyhow::Result<(Self, Isolated, Draws)> {
         let prefix = flywheel_testkit::unique_name();
         let mut settings = ServiceSettings::defaults_for("monitor", 0);
         settings.bus = flywheel_testkit::bus_config(&prefix);
@@ -79,6 +82,11 @@ impl Setup {
             ("checkpoint_every", "200".to_owned()),
         ] {
             settings.service.insert(key.into(), value);
+        }
+        for (key, value) in options {
+            settings
+                .service
+                .insert((*key).to_owned(), (*value).to_owned());
         }
         let store = ArtifactStore::from_config(&settings.artifacts)?;
         let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
@@ -136,7 +144,7 @@ impl Setup {
                 version: 1,
                 package_uri: "s3://x/p".into(),
                 flavor: "flywheel".into(),
-                metrics: Default::default(),
+                metrics: [("accuracy".to_owned(), 0.95)].into_iter().collect(),
                 signature: Default::default(),
                 lineage: Lineage {
                     dataset: Some(DatasetRef {
@@ -164,7 +172,8 @@ impl Setup {
         shifted: bool,
         first: usize,
         latency_us: u64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<(String, bool)>> {
+        let mut published = Vec::with_capacity(n);
         for i in 0..n {
             let x1 = draws.normal(if shifted { 2.5 } else { 0.0 }, 1.0);
             let x2 = draws.normal(5.0, 2.0);
@@ -198,8 +207,9 @@ impl Setup {
                     }),
                 ))
                 .await?;
+            published.push((format!("r{}", first + i), x1 > 0.0));
         }
-        Ok(())
+        Ok(published)
     }
 
     async fn wait_reports(&self, monitor: &Isolated, n: usize) -> anyhow::Result<()> {
@@ -274,7 +284,7 @@ async fn webhook_receiver() -> anyhow::Result<(String, std::sync::Arc<std::sync:
 
 #[tokio::test]
 async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyhow::Result<()> {
-    let (setup, mut monitor, mut draws) = Setup::start(1000).await?;
+    let (setup, mut monitor, mut draws) = Setup::start(1000, &[]).await?;
     let policy = setup
         .http
         .put(monitor.url("/api/v1/policies/churn"))
@@ -466,7 +476,7 @@ fn logged(deployment: &str, model: &str, i: usize, inputs: Value) -> Event {
 
 #[tokio::test]
 async fn bad_prediction_logs_become_findings_or_dead_letters() -> anyhow::Result<()> {
-    let (setup, monitor, mut draws) = Setup::start(50).await?;
+    let (setup, monitor, mut draws) = Setup::start(50, &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Not an event at all, on the predictions subject: dead-lettered with the reason.
     let prefix = setup.settings.bus.prefix.clone();
@@ -559,6 +569,80 @@ async fn bad_prediction_logs_become_findings_or_dead_letters() -> anyhow::Result
     );
     let counted: u64 = reports.iter().filter_map(|r| r["count"].as_u64()).sum();
     assert_eq!(counted, 100);
+    monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
+-> anyhow::Result<()> {
+    let (setup, mut monitor, mut draws) =
+        Setup::start(1000, &[("performance_window", "100")]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let predicted = setup
+        .publish_predictions(&mut draws, 200, false, 0, 150)
+        .await?;
+    // Killed after a checkpoint: the predictions awaiting feedback are rebuilt from the stream.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    monitor.kill();
+    monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
+    let feedback = |(request_id, positive): &(String, bool), right: bool| {
+        let truth = if *positive == right { 1 } else { 0 };
+        Envelope::new(
+            "crm",
+            "default",
+            Event::FeedbackReceived(flywheel_events::payloads::FeedbackReceived {
+                deployment: "churn-prod".into(),
+                request_id: request_id.clone(),
+                ground_truth: json!(truth),
+            }),
+        )
+    };
+    // The first hundred were right: accuracy 1, no alert.
+    for outcome in &predicted[..100] {
+        setup.bus.publish(&feedback(outcome, true)).await?;
+    }
+    let performance = async |monitor: &Isolated| -> anyhow::Result<Vec<Value>> {
+        Ok(setup
+            .reports(monitor)
+            .await?
+            .into_iter()
+            .filter(|r| r["kind"] == "performance")
+            .collect())
+    };
+    wait_for("a performance report", async || {
+        Ok(!performance(&monitor).await?.is_empty())
+    })
+    .await?;
+    let first = performance(&monitor).await?;
+    assert_eq!(first[0]["count"], 100, "{first:?}");
+    assert_eq!(first[0]["performance"]["accuracy"], 1.0, "{first:?}");
+    assert_eq!(first[0]["training"]["accuracy"], 0.95, "{first:?}");
+    assert!(setup.alerts(&monitor).await?.is_empty());
+    // The next hundred were all wrong: a critical performance alert.
+    for outcome in &predicted[100..] {
+        setup.bus.publish(&feedback(outcome, false)).await?;
+    }
+    wait_for("the performance alert", async || {
+        Ok(setup
+            .alerts(&monitor)
+            .await?
+            .iter()
+            .any(|a| a["rule"] == "performance"))
+    })
+    .await?;
+    let alerts = setup.alerts(&monitor).await?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert!(
+        alerts[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accuracy 0.000 in production against 0.950 at training")),
+        "{alerts:?}"
+    );
+    let reports = performance(&monitor).await?;
+    assert_eq!(reports.len(), 2, "every outcome counted once: {reports:?}");
     monitor.stop().await?;
     flywheel_testkit::cleanup_bus(&setup.bus).await;
     Ok(())
