@@ -46,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
     settings
         .service
         .insert("window_size".into(), WINDOW.to_string());
+    if let Ok(max) = std::env::var("BENCH_PENDING_MAX") {
+        settings.service.insert("feedback_pending_max".into(), max);
+    }
     let store = ArtifactStore::from_config(&settings.artifacts)?;
     let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "bench").await?;
     bus.provision().await?;

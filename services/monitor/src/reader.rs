@@ -6,7 +6,7 @@
 //! counted message: no window is lost and nothing is counted twice. One reader per monitor
 //! database (scale-out gives it a leader, issue 10).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,11 +146,17 @@ struct Counted {
 /// A prediction awaiting its ground truth.
 #[derive(Debug)]
 struct Pending {
+    of: Arc<Identity>,
+    predicted: Value,
+    sequence: u64,
+}
+
+/// Whose prediction it was (shared by all of one deployment version's pending predictions).
+#[derive(Debug, PartialEq)]
+struct Identity {
     deployment: String,
     model: String,
     version: u32,
-    predicted: Value,
-    sequence: u64,
 }
 
 /// The reader's state.
@@ -161,46 +167,51 @@ struct ReaderState {
     windows: BTreeMap<Key, Window>,
     performance: BTreeMap<Key, PerformanceWindow>,
     pending: HashMap<String, Pending>,
-    /// Pending request ids in stream order, for eviction.
-    order: VecDeque<(u64, String)>,
+    /// The identity of each deployment's latest version.
+    identities: HashMap<String, Arc<Identity>>,
 }
 
 impl ReaderState {
-    /// Remembers a prediction until its feedback comes (the oldest go past `max`).
-    fn remember(&mut self, prediction: &PredictionLogged, sequence: u64, max: usize) {
-        let Some(predicted) = prediction.outputs.get(PREDICTION) else {
+    /// Remembers a prediction until its feedback comes; past `max`, the oldest tenth is
+    /// forgotten at once (amortised, so memory stays bounded at little cost per prediction).
+    fn remember(&mut self, mut prediction: PredictionLogged, sequence: u64, max: usize) {
+        let Some(predicted) = prediction.outputs.remove(PREDICTION) else {
             return;
         };
+        let of = match self.identities.get(prediction.deployment.as_str()) {
+            Some(of) if of.version == prediction.version && of.model == prediction.model => {
+                of.clone()
+            }
+            _ => {
+                let of = Arc::new(Identity {
+                    deployment: prediction.deployment.clone(),
+                    model: prediction.model,
+                    version: prediction.version,
+                });
+                self.identities.insert(prediction.deployment, of.clone());
+                of
+            }
+        };
         self.pending.insert(
-            prediction.request_id.clone(),
+            prediction.request_id,
             Pending {
-                deployment: prediction.deployment.clone(),
-                model: prediction.model.clone(),
-                version: prediction.version,
-                predicted: predicted.clone(),
+                of,
+                predicted,
                 sequence,
             },
         );
-        self.order
-            .push_back((sequence, prediction.request_id.clone()));
-        while self.pending.len() > max {
-            let Some((seq, id)) = self.order.pop_front() else {
-                break;
-            };
-            if self.pending.get(&id).is_some_and(|p| p.sequence == seq) {
-                self.pending.remove(&id);
-            }
+        if self.pending.len() > max {
+            let mut sequences: Vec<u64> = self.pending.values().map(|p| p.sequence).collect();
+            let cut = (max / 10).min(sequences.len() - 1);
+            let (_, cutoff, _) = sequences.select_nth_unstable(cut);
+            let cutoff = *cutoff;
+            self.pending.retain(|_, p| p.sequence > cutoff);
         }
     }
 
-    fn pending_from(&mut self) -> u64 {
-        while let Some((seq, id)) = self.order.front() {
-            if self.pending.get(id).is_some_and(|p| p.sequence == *seq) {
-                return *seq;
-            }
-            self.order.pop_front();
-        }
-        0
+    /// Stream sequence of the oldest prediction awaiting feedback (0: none).
+    fn pending_from(&self) -> u64 {
+        self.pending.values().map(|p| p.sequence).min().unwrap_or(0)
     }
 
     fn checkpoint_body(&mut self) -> Result<String> {
@@ -398,9 +409,9 @@ async fn read(
                 if seq <= reader.sequence {
                     // Counted before the restart: only rebuild what still awaits feedback.
                     match decoded {
-                        Ok(Event::PredictionLogged(p)) => reader.remember(&p, seq, config.pending_max),
+                        Ok(Event::PredictionLogged(p)) => reader.remember(p, seq, config.pending_max),
                         Ok(Event::FeedbackReceived(f)) => {
-                            reader.pending.remove(&f.request_id);
+                            reader.pending.remove(f.request_id.as_str());
                         }
                         _ => {}
                     }
@@ -409,7 +420,7 @@ async fn read(
                 match decoded {
                     Ok(Event::PredictionLogged(prediction)) => {
                         count(state, references, &mut reader.windows, &prediction, seq).await;
-                        reader.remember(&prediction, seq, config.pending_max);
+                        reader.remember(prediction, seq, config.pending_max);
                         metrics::counter!("flywheel_monitor_predictions_total").increment(1);
                     }
                     Ok(Event::FeedbackReceived(feedback)) => join(&mut reader, &feedback, seq),
@@ -439,17 +450,18 @@ async fn read(
 
 /// Joins ground truth to its prediction and counts the outcome.
 fn join(reader: &mut ReaderState, feedback: &FeedbackReceived, sequence: u64) {
-    let Some(pending) = reader.pending.remove(&feedback.request_id) else {
+    let Some(pending) = reader.pending.remove(feedback.request_id.as_str()) else {
         metrics::counter!("flywheel_monitor_feedback_unmatched_total").increment(1);
         return;
     };
     let now = now_millis();
-    let key = (pending.deployment.clone(), pending.version);
+    let of = &pending.of;
+    let key = (of.deployment.clone(), of.version);
     let window = reader.performance.entry(key).or_insert_with(|| {
         PerformanceWindow::open(Span::open(
-            &pending.deployment,
-            &pending.model,
-            pending.version,
+            &of.deployment,
+            &of.model,
+            of.version,
             sequence,
             now,
         ))
