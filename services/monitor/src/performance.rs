@@ -28,6 +28,10 @@ pub(crate) struct PerformanceWindow {
     pub abs_error_sum: f64,
     /// Sum of (predicted − truth)² over them.
     pub sq_error_sum: f64,
+    /// (score of the last class, true label) of binary classifiers' outcomes, for AUC; the
+    /// window closes at a bounded count, so this stays bounded.
+    #[serde(default)]
+    pub scored: Vec<(f64, String)>,
 }
 
 /// A value as a label: numbers without a fractional part print as integers ("1", not "1.0").
@@ -62,11 +66,15 @@ impl PerformanceWindow {
             numeric: 0,
             abs_error_sum: 0.0,
             sq_error_sum: 0.0,
+            scored: Vec::new(),
         }
     }
 
     /// Counts one joined outcome.
-    pub(crate) fn add(&mut self, predicted: &Value, truth: &Value, now: i64) {
+    pub(crate) fn add(&mut self, predicted: &Value, score: Option<f64>, truth: &Value, now: i64) {
+        if let Some(score) = score.filter(|s| s.is_finite()) {
+            self.scored.push((score, label(truth)));
+        }
         self.labelled += 1;
         self.span.last_at = now;
         let (p, t) = (label(predicted), label(truth));
@@ -113,6 +121,9 @@ impl PerformanceWindow {
                 f1s.iter().sum::<f64>() / f1s.len() as f64,
             );
         }
+        if let Some(auc) = auc(&self.scored) {
+            metrics.insert("auc".into(), auc);
+        }
         if self.numeric == self.labelled {
             let n = self.numeric as f64;
             metrics.insert("mae".into(), self.abs_error_sum / n);
@@ -120,6 +131,42 @@ impl PerformanceWindow {
         }
         metrics
     }
+}
+
+/// ROC AUC as scikit-learn's `roc_auc_score` computes it for two classes (the positive one
+/// the greater label, ties counted half): `None` unless both classes occur.
+fn auc(scored: &[(f64, String)]) -> Option<f64> {
+    let mut labels: Vec<&str> = scored.iter().map(|(_, l)| l.as_str()).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let [_, positive] = labels.as_slice() else {
+        return None;
+    };
+    // Mann–Whitney: average ranks of the positives.
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|a, b| scored[*a].0.total_cmp(&scored[*b].0));
+    let mut ranks = vec![0.0; scored.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scored[order[j + 1]].0 == scored[order[i]].0 {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[order[k]] = rank;
+        }
+        i = j + 1;
+    }
+    let positives = scored.iter().filter(|(_, l)| l == positive).count() as f64;
+    let negatives = scored.len() as f64 - positives;
+    let rank_sum: f64 = scored
+        .iter()
+        .zip(&ranks)
+        .filter(|((_, l), _)| l == positive)
+        .map(|(_, r)| r)
+        .sum();
+    Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
 /// Whether production performance fell short of training: accuracy more than `margin` below
@@ -159,12 +206,29 @@ mod tests {
         // accuracy 0.6; F1(1) = 2·2/(2·2+1+1) = 2/3, F1(0) = 2·1/(2·1+1+1) = 1/2; macro 7/12.
         let mut window = PerformanceWindow::open(Span::open("d", "m", 1, 1, 0));
         for (p, t) in [(1, 1), (0, 1), (0, 0), (1, 0), (1, 1)] {
-            window.add(&json!(p.to_string()), &json!(t), 0);
+            window.add(&json!(p.to_string()), None, &json!(t), 0);
         }
         let metrics = window.metrics();
         assert!((metrics["accuracy"] - 0.6).abs() < 1e-12);
         assert!((metrics["f1_macro"] - 7.0 / 12.0).abs() < 1e-12);
         assert!((metrics["rmse"] - (2.0f64 / 5.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_counts_ties_half_as_scikit_learn_does() {
+        // roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.75;
+        // roc_auc_score([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) = 0.875.
+        let case = |truth: [u8; 4], scores: [f64; 4]| {
+            let scored: Vec<(f64, String)> = scores
+                .iter()
+                .zip(truth)
+                .map(|(s, t)| (*s, t.to_string()))
+                .collect();
+            auc(&scored).expect("two classes")
+        };
+        assert!((case([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) - 0.75).abs() < 1e-12);
+        assert!((case([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) - 0.875).abs() < 1e-12);
+        assert_eq!(auc(&[(0.3, "1".into())]), None);
     }
 
     #[test]

@@ -148,6 +148,8 @@ struct Counted {
 struct Pending {
     of: Arc<Identity>,
     predicted: Value,
+    /// The probability of the last class, for binary classifiers (AUC).
+    score: Option<f64>,
     sequence: u64,
 }
 
@@ -178,6 +180,12 @@ impl ReaderState {
         let Some(predicted) = prediction.outputs.remove(PREDICTION) else {
             return;
         };
+        let score = prediction
+            .outputs
+            .get("probabilities")
+            .and_then(Value::as_array)
+            .filter(|p| p.len() == 2)
+            .and_then(|p| p[1].as_f64());
         let of = match self.identities.get(prediction.deployment.as_str()) {
             Some(of) if of.version == prediction.version && of.model == prediction.model => {
                 of.clone()
@@ -197,6 +205,7 @@ impl ReaderState {
             Pending {
                 of,
                 predicted,
+                score,
                 sequence,
             },
         );
@@ -466,7 +475,12 @@ fn join(reader: &mut ReaderState, feedback: &FeedbackReceived, sequence: u64) {
             now,
         ))
     });
-    window.add(&pending.predicted, &feedback.ground_truth, now);
+    window.add(
+        &pending.predicted,
+        pending.score,
+        &feedback.ground_truth,
+        now,
+    );
     metrics::counter!("flywheel_monitor_feedback_joined_total").increment(1);
 }
 

@@ -195,11 +195,21 @@ impl Setup {
                         version: 1,
                         request_id: format!("r{}", first + i),
                         inputs,
-                        // A model that learnt the target (x1 > 0), answering labels as text.
-                        outputs: [(
-                            "prediction".to_owned(),
-                            json!(if x1 > 0.0 { "1" } else { "0" }),
-                        )]
+                        // A model that learnt the target (x1 > 0), answering labels as text
+                        // and class probabilities.
+                        outputs: [
+                            (
+                                "prediction".to_owned(),
+                                json!(if x1 > 0.0 { "1" } else { "0" }),
+                            ),
+                            (
+                                "probabilities".to_owned(),
+                                json!([
+                                    1.0 - 1.0 / (1.0 + (-3.0 * x1).exp()),
+                                    1.0 / (1.0 + (-3.0 * x1).exp())
+                                ]),
+                            ),
+                        ]
                         .into_iter()
                         .collect(),
                         latency_us,
@@ -618,6 +628,8 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
     let first = performance(&monitor).await?;
     assert_eq!(first[0]["count"], 100, "{first:?}");
     assert_eq!(first[0]["performance"]["accuracy"], 1.0, "{first:?}");
+    assert_eq!(first[0]["performance"]["f1_macro"], 1.0, "{first:?}");
+    assert_eq!(first[0]["performance"]["auc"], 1.0, "{first:?}");
     assert_eq!(first[0]["training"]["accuracy"], 0.95, "{first:?}");
     assert!(setup.alerts(&monitor).await?.is_empty());
     // The next hundred were all wrong: a critical performance alert.
@@ -643,6 +655,11 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
     );
     let reports = performance(&monitor).await?;
     assert_eq!(reports.len(), 2, "every outcome counted once: {reports:?}");
+    let worst = reports
+        .iter()
+        .find(|r| r["performance"]["accuracy"] == 0.0)
+        .context("the wrong window")?;
+    assert_eq!(worst["performance"]["auc"], 0.0, "{worst}");
     monitor.stop().await?;
     flywheel_testkit::cleanup_bus(&setup.bus).await;
     Ok(())
