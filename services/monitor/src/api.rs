@@ -23,6 +23,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/policies/{model}", put(put_policy).get(get_policy))
         .route("/api/v1/webhooks", get(list_webhooks))
+        .route("/api/v1/rules", get(list_rules))
+        .route("/api/v1/rules/{name}", put(put_rule))
         .route("/api/v1/webhooks/{name}", put(put_webhook))
 }
 
@@ -198,4 +200,25 @@ async fn list_webhooks(State(state): State<AppState>) -> Result<Json<Vec<Value>>
             .map(|(name, url)| serde_json::json!({"name": name, "url": url}))
             .collect(),
     ))
+}
+
+/// Stores an alert rule on report metrics.
+async fn put_rule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(rule): ApiJson<crate::rules::AlertRule>,
+) -> Result<Json<crate::rules::AlertRule>> {
+    crate::rules::put(&state, &name, &rule).await?;
+    Ok(Json(rule))
+}
+
+/// The alert rules.
+async fn list_rules(State(state): State<AppState>) -> Result<Json<Value>> {
+    let rules = crate::rules::list(&state.db).await?;
+    Ok(Json(serde_json::json!(
+        rules
+            .into_iter()
+            .map(|(name, rule)| serde_json::json!({"name": name, "rule": rule}))
+            .collect::<Vec<_>>()
+    )))
 }

@@ -14,6 +14,7 @@ mod migrations;
 mod performance;
 mod reader;
 pub mod reports;
+pub mod rules;
 mod schema;
 mod webhooks;
 mod windows;

@@ -5,8 +5,8 @@ use sea_orm::sea_query::{ColumnDef, Index, IntoIden, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Alerts, Baselines, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Versions,
-    Webhooks,
+    Alerts, Baselines, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Rules,
+    Versions, Webhooks,
 };
 
 flywheel_db::migrator!(
@@ -19,6 +19,7 @@ flywheel_db::migrator!(
         CreateMonitoring,
         CreateWebhooks,
         CreateBaselines,
+        CreateRules,
     ]
 );
 
@@ -297,6 +298,38 @@ impl MigrationTrait for CreateBaselines {
                             .col(Baselines::Deployment)
                             .col(Baselines::Version),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Alert rules.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateRules;
+
+impl MigrationName for CreateRules {
+    fn name(&self) -> &str {
+        "m0007_monitor_create_rules"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRules {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Rules::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Rules::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Rules::Body))
                     .to_owned(),
             )
             .await

@@ -206,7 +206,15 @@ pub(crate) async fn close(
     metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.span.deployment.clone())
         .increment(1);
     apply_drift_rule(txn, state, window, evaluation, &report_id, now).await?;
-    apply_latency_rule(txn, state, window, &report_id, now).await
+    apply_latency_rule(txn, state, window, &report_id, now).await?;
+    crate::rules::check(
+        txn,
+        state,
+        (&window.span.deployment, &window.span.model),
+        &report_id,
+        now,
+    )
+    .await
 }
 
 /// The alert rule for latency anomalies.
@@ -345,7 +353,7 @@ async fn open_alert(
 }
 
 /// Resolves a rule's open alert for the window's deployment (`monitor.alert.resolved`).
-async fn resolve(
+pub(crate) async fn resolve(
     txn: &DatabaseTransaction,
     state: &AppState,
     rule: &str,
@@ -378,7 +386,7 @@ async fn resolve(
 
 /// Raises a rule's alert for a deployment of `model` unless one is open; returns its id when it
 /// raised one.
-async fn raise(
+pub(crate) async fn raise(
     txn: &DatabaseTransaction,
     state: &AppState,
     (rule, severity): (&str, &str),
@@ -669,8 +677,15 @@ pub(crate) async fn close_performance(
                 now,
             )
             .await?;
-            Ok(())
         }
-        None => resolve(txn, state, PERFORMANCE_RULE, &window.span.deployment, now).await,
+        None => resolve(txn, state, PERFORMANCE_RULE, &window.span.deployment, now).await?,
     }
+    crate::rules::check(
+        txn,
+        state,
+        (&window.span.deployment, &window.span.model),
+        &report_id,
+        now,
+    )
+    .await
 }

@@ -136,3 +136,12 @@ pub(crate) enum Baselines {
     LatencyUs,
     Windows,
 }
+
+/// Alert rules on report metrics.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Rules {
+    #[sea_orm(iden = "monitor_rules")]
+    Table,
+    Name,
+    Body,
+}

@@ -589,6 +589,21 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
 -> anyhow::Result<()> {
     let (setup, mut monitor, mut draws) =
         Setup::start(1000, &[("performance_window", "100")]).await?;
+    // A rule of the operator's own on a report metric, besides the built-in performance rule.
+    let rule = setup
+        .http
+        .put(monitor.url("/api/v1/rules/low-accuracy"))
+        .json(&json!({"deployment": "churn-prod", "metric": "accuracy", "op": "<", "threshold": 0.9, "severity": "info"}))
+        .send()
+        .await?;
+    assert_eq!(rule.status(), 200, "{}", rule.text().await?);
+    let refused = setup
+        .http
+        .put(monitor.url("/api/v1/rules/bad"))
+        .json(&json!({"metric": "accuracy", "op": "!=", "threshold": 0.9}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 400);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let predicted = setup
         .publish_predictions(&mut draws, 200, false, 0, 150)
@@ -644,8 +659,21 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
             .any(|a| a["rule"] == "performance"))
     })
     .await?;
+    wait_for("the rule's alert", async || {
+        Ok(setup.alerts(&monitor).await?.len() >= 2)
+    })
+    .await?;
     let alerts = setup.alerts(&monitor).await?;
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let custom = alerts
+        .iter()
+        .find(|a| a["rule"] == "rule:low-accuracy")
+        .context("the operator's rule fired")?;
+    assert_eq!(custom["severity"], "info");
+    let alerts: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "performance")
+        .collect();
     assert_eq!(alerts[0]["severity"], "critical");
     assert!(
         alerts[0]["message"]
