@@ -1,0 +1,301 @@
+//! `flywheel`: the command line. Tables by default, `--json` for scripts; exit codes: 0 done,
+//! 1 the answer is bad news (a service down, a dataset drifted with `--fail-on-drift`), 2 the
+//! command could not be carried out (unreachable service, bad file, refused request).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::{Value, json};
+
+/// Flywheel: train, deploy, monitor and retrain models.
+#[derive(Debug, Parser)]
+#[command(name = "flywheel", version)]
+struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Where the services are.
+    #[command(flatten)]
+    urls: Urls,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Service URLs (defaults: the local ports of `scripts/up.sh`).
+#[derive(Debug, clap::Args)]
+struct Urls {
+    /// The registry.
+    #[arg(
+        long,
+        env = "FLYWHEEL_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    registry_url: String,
+    /// The scheduler.
+    #[arg(
+        long,
+        env = "FLYWHEEL_SCHEDULER_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    scheduler_url: String,
+    /// The trainer-runner.
+    #[arg(
+        long,
+        env = "FLYWHEEL_RUNNER_URL",
+        default_value = "http://127.0.0.1:8082",
+        global = true
+    )]
+    runner_url: String,
+    /// The monitor.
+    #[arg(
+        long,
+        env = "FLYWHEEL_MONITOR_URL",
+        default_value = "http://127.0.0.1:8083",
+        global = true
+    )]
+    monitor_url: String,
+    /// The deployer.
+    #[arg(
+        long,
+        env = "FLYWHEEL_DEPLOYER_URL",
+        default_value = "http://127.0.0.1:8084",
+        global = true
+    )]
+    deployer_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Whether every service is up and ready (exit 1 when one is not).
+    Status,
+    /// Compare two datasets the way Evidently does: CSV files, or `name@version` of registered
+    /// dataset versions.
+    Drift {
+        /// The reference.
+        reference: String,
+        /// The data compared with it.
+        current: String,
+        /// Exit 1 when the dataset drifted.
+        #[arg(long)]
+        fail_on_drift: bool,
+    },
+    /// The monitor's alerts.
+    Alerts {
+        /// Only this deployment's.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+}
+
+/// A failure that is the user's to fix: one line, exit code 2.
+#[derive(Debug)]
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Sends a request to a service; a refusal or an unreachable service is a one-line failure.
+async fn request(what: &str, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let response = request.send().await.map_err(|e| {
+        Failure(format!(
+            "cannot reach the {what}: {e} (is it running? `scripts/up.sh` starts Flywheel; --{what}-url points elsewhere)"
+        ))
+    })?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["message"]
+            .as_str()
+            .or_else(|| body["error"].as_str())
+            .unwrap_or("no details");
+        return Err(Failure(format!(
+            "the {what} refused: {message} (HTTP {status})"
+        )));
+    }
+    Ok(body)
+}
+
+/// A sample for `drift`: a CSV file's text, or a registered dataset version.
+async fn sample(argument: &str) -> Result<Value, Failure> {
+    if let Some((dataset, version)) = argument.split_once('@')
+        && !std::path::Path::new(argument).exists()
+    {
+        return Ok(json!({"dataset": dataset, "version": version}));
+    }
+    let csv = tokio::fs::read_to_string(argument).await.map_err(|e| {
+        Failure(format!(
+            "cannot read {argument}: {e} (a CSV file, or name@version of a registered dataset)"
+        ))
+    })?;
+    Ok(json!({"csv": csv}))
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    println!("{table}");
+}
+
+fn number(value: &Value) -> String {
+    value.as_f64().map_or_else(
+        || "-".into(),
+        |v| {
+            if v != 0.0 && v.abs() < 1e-3 {
+                format!("{v:.3e}")
+            } else {
+                format!("{v:.4}")
+            }
+        },
+    )
+}
+
+async fn run(cli: Cli) -> Result<bool, Failure> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let urls = &cli.urls;
+    match cli.command {
+        Command::Status => {
+            let services = [
+                ("registry", &urls.registry_url),
+                ("scheduler", &urls.scheduler_url),
+                ("trainer-runner", &urls.runner_url),
+                ("monitor", &urls.monitor_url),
+                ("deployer", &urls.deployer_url),
+            ];
+            let mut report = Vec::new();
+            for (name, url) in services {
+                let state = match http
+                    .get(format!("{}/readyz", url.trim_end_matches('/')))
+                    .timeout(std::time::Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => "ready".to_owned(),
+                    Ok(r) => format!("not ready (HTTP {})", r.status().as_u16()),
+                    Err(_) => "unreachable".to_owned(),
+                };
+                report.push(json!({"service": name, "url": url, "state": state}));
+            }
+            let all_ready = report.iter().all(|r| r["state"] == "ready");
+            if cli.json {
+                println!("{}", json!({"ready": all_ready, "services": report}));
+            } else {
+                print_table(
+                    &["service", "url", "state"],
+                    report
+                        .iter()
+                        .map(|r| {
+                            ["service", "url", "state"]
+                                .iter()
+                                .map(|k| r[k].as_str().unwrap_or_default().to_owned())
+                                .collect()
+                        })
+                        .collect(),
+                );
+            }
+            Ok(all_ready)
+        }
+        Command::Drift {
+            reference,
+            current,
+            fail_on_drift,
+        } => {
+            let body =
+                json!({"reference": sample(&reference).await?, "current": sample(&current).await?});
+            let url = format!("{}/api/v1/drift", urls.monitor_url.trim_end_matches('/'));
+            let report = request("monitor", http.post(url).json(&body)).await?;
+            let drifted = report["dataset_drift"].as_bool().unwrap_or(false);
+            if cli.json {
+                println!("{report}");
+            } else {
+                let rows = report["columns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        vec![
+                            c["column"].as_str().unwrap_or_default().to_owned(),
+                            c["method"].as_str().unwrap_or_default().to_owned(),
+                            number(&c["score"]),
+                            number(&c["threshold"]),
+                            if c["drifted"] == true {
+                                "DRIFT".into()
+                            } else {
+                                "ok".into()
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(&["column", "method", "score", "threshold", "verdict"], rows);
+                println!(
+                    "dataset drift: {} ({} of {} columns, share {:.2} against {:.2})",
+                    if drifted { "YES" } else { "no" },
+                    report["drifted_columns"],
+                    report["columns"].as_array().map_or(0, Vec::len),
+                    report["share"].as_f64().unwrap_or(0.0),
+                    report["drift_share"].as_f64().unwrap_or(0.5),
+                );
+                for finding in report["findings"].as_array().into_iter().flatten() {
+                    println!(
+                        "  note: {}: {}",
+                        finding["column"].as_str().unwrap_or_default(),
+                        finding["detail"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(!(fail_on_drift && drifted))
+        }
+        Command::Alerts { deployment } => {
+            let mut url = format!("{}/api/v1/alerts", urls.monitor_url.trim_end_matches('/'));
+            if let Some(d) = &deployment {
+                url.push_str(&format!("?deployment={d}"));
+            }
+            let alerts = request("monitor", http.get(url)).await?;
+            if cli.json {
+                println!("{alerts}");
+            } else {
+                let rows = alerts
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        ["deployment", "rule", "severity", "status", "message"]
+                            .iter()
+                            .map(|k| a[k].as_str().unwrap_or_default().to_owned())
+                            .collect()
+                    })
+                    .collect();
+                print_table(
+                    &["deployment", "rule", "severity", "status", "message"],
+                    rows,
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(Failure(message)) => {
+            eprintln!("flywheel: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
