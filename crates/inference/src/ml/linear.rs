@@ -9,6 +9,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::attributes;
+use super::one_pass::{OnePass, OnePassOp};
 use super::scores::{Labels, PostTransform};
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -90,46 +91,21 @@ impl PartialEq for LinearOp {
 
 impl Eq for LinearOp {}
 
-impl Op for LinearOp {
-    fn name(&self) -> StaticName {
+impl OnePass for LinearOp {
+    fn op_name(&self) -> StaticName {
         "FlatLinearClassifier".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for LinearOp {
-    fn eval(&self, _ctx: &EvalContext<'_>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or_else(|| format_err!("LinearClassifier takes one input"))?;
-        let input = input.cast_to::<f32>()?;
-        Linear::eval(&self.0, &input)
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
-}
-
-impl TypedOp for LinearOp {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rows = inputs[0].shape[0].clone();
+    fn facts(&self, input: &TypedFact) -> TractResult<TVec<TypedFact>> {
+        let rows = input.shape[0].clone();
         Ok(tvec!(
             TypedFact::dt_shape(self.0.labels.datum_type(), std::slice::from_ref(&rows)),
             f32::fact(&[rows, self.0.columns().to_dim()])
         ))
+    }
+
+    fn compute(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
+        Linear::eval(&self.0, input)
     }
 }
 
@@ -173,7 +149,7 @@ impl Expansion for LinearClassifier {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.0.clone(), inputs)
+        model.wire_node(prefix, OnePassOp(self.0.clone()), inputs)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod attributes;
 mod linear;
+mod one_pass;
 mod scaling;
 mod scores;
 mod trees;

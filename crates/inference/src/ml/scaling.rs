@@ -6,6 +6,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::attributes;
+use super::one_pass::{OnePass, OnePassOp};
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
@@ -143,10 +144,10 @@ impl Expansion for Imputer {
     ) -> TractResult<TVec<OutletId>> {
         model.wire_node(
             prefix,
-            Impute {
+            OnePassOp(Impute {
                 values: self.values.clone(),
                 replaced_bits: self.replaced.to_bits(),
-            },
+            }),
             inputs,
         )
     }
@@ -181,23 +182,17 @@ impl PartialEq for Impute {
 
 impl Eq for Impute {}
 
-impl Op for Impute {
-    fn name(&self) -> StaticName {
+impl OnePass for Impute {
+    fn op_name(&self) -> StaticName {
         "Impute".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
+    fn facts(&self, input: &TypedFact) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(input.shape.clone())))
     }
-}
 
-impl EvalOp for Impute {
-    fn eval(&self, _ctx: &EvalContext<'_>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or_else(|| format_err!("Impute takes one input"))?;
-        let mut output = input.cast_to::<f32>()?.into_owned();
+    fn compute(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
+        let mut output = input.clone();
         let width = output.shape().get(1).copied().unwrap_or(1);
         let replaced = self.replaced();
         let mut view = output.try_as_plain_ram_mut()?;
@@ -217,23 +212,5 @@ impl EvalOp for Impute {
             }
         }
         Ok(tvec!(output.into_tvalue()))
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
-}
-
-impl TypedOp for Impute {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
 }

@@ -10,6 +10,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::attributes;
+use super::one_pass::{OnePass, OnePassOp};
 use super::scores::{Labels, PostTransform, logistic, probit};
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -455,8 +456,8 @@ impl TreeOp {
     }
 }
 
-impl Op for TreeOp {
-    fn name(&self) -> StaticName {
+impl OnePass for TreeOp {
+    fn op_name(&self) -> StaticName {
         if self.labels.is_some() {
             "FlatTreeEnsembleClassifier".into()
         } else {
@@ -464,45 +465,20 @@ impl Op for TreeOp {
         }
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for TreeOp {
-    fn eval(&self, _ctx: &EvalContext<'_>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or_else(|| format_err!("tree ensembles take one input"))?;
-        let input = input.cast_to::<f32>()?;
-        match &self.labels {
-            Some(labels) => self.classify(&input, labels),
-            None => self.regress(&input),
-        }
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
-}
-
-impl TypedOp for TreeOp {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rows = inputs[0].shape[0].clone();
+    fn facts(&self, input: &TypedFact) -> TractResult<TVec<TypedFact>> {
+        let rows = input.shape[0].clone();
         let scores = f32::fact(&[rows.clone(), self.probability_columns().to_dim()]);
         Ok(match &self.labels {
             Some(labels) => tvec!(TypedFact::dt_shape(labels.datum_type(), &[rows]), scores),
             None => tvec!(scores),
         })
+    }
+
+    fn compute(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
+        match &self.labels {
+            Some(labels) => self.classify(input, labels),
+            None => self.regress(input),
+        }
     }
 }
 
@@ -512,7 +488,7 @@ struct TreeEnsemble(TreeOp);
 
 impl Expansion for TreeEnsemble {
     fn name(&self) -> StaticName {
-        Op::name(&self.0)
+        self.0.op_name()
     }
 
     fn nboutputs(&self) -> TractResult<usize> {
@@ -553,7 +529,7 @@ impl Expansion for TreeEnsemble {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.0.clone(), inputs)
+        model.wire_node(prefix, OnePassOp(self.0.clone()), inputs)
     }
 }
 
