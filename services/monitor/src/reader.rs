@@ -77,20 +77,23 @@ pub(crate) async fn run(
     }
 }
 
-/// References by model version, loaded once (a missing one is looked up again later).
+/// References by model and version, loaded once (a missing one is looked up again later).
 #[derive(Default)]
-struct References(HashMap<(String, u32), Arc<Reference>>);
+struct References(HashMap<String, HashMap<u32, Arc<Reference>>>);
 
 impl References {
     async fn get(&mut self, state: &AppState, model: &str, version: u32) -> Option<Arc<Reference>> {
-        let key = (model.to_owned(), version);
-        if let Some(reference) = self.0.get(&key) {
+        // Looked up per prediction: no allocation on a hit.
+        if let Some(reference) = self.0.get(model).and_then(|v| v.get(&version)) {
             return Some(reference.clone());
         }
         match load_reference(state, model, version).await {
             Ok(Some(reference)) => {
                 let reference = Arc::new(reference);
-                self.0.insert(key, reference.clone());
+                self.0
+                    .entry(model.to_owned())
+                    .or_default()
+                    .insert(version, reference.clone());
                 Some(reference)
             }
             Ok(None) => None,
@@ -493,12 +496,12 @@ async fn count(
     sequence: u64,
 ) {
     let now = now_millis();
-    let key = (prediction.deployment.clone(), prediction.version);
     let reference = references
         .get(state, &prediction.model, prediction.version)
         .await;
-    let window = windows
+    let key = (prediction.deployment.clone(), prediction.version);
+    windows
         .entry(key)
-        .or_insert_with(|| Window::open(prediction, reference.as_deref(), sequence, now));
-    window.add(prediction, reference.as_deref(), now);
+        .or_insert_with(|| Window::open(prediction, reference.as_deref(), sequence, now))
+        .add(prediction, reference.as_deref(), now);
 }

@@ -193,21 +193,17 @@ impl Window {
         self.span.last_at = now;
         self.latency_us_sum = self.latency_us_sum.saturating_add(prediction.latency_us);
         self.latency_us_max = self.latency_us_max.max(prediction.latency_us);
-        let predicted = prediction
-            .outputs
-            .get(PREDICTION)
-            .map(|v| (PREDICTION.to_owned(), v.clone()));
+        let predicted = prediction.outputs.get(PREDICTION).map(|v| (PREDICTION, v));
+        let shaped = !self.features.is_empty();
         for (name, value) in prediction
             .inputs
             .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
+            .map(|(n, v)| (n.as_str(), v))
             .chain(predicted)
         {
-            let (name, value) = (&name, &value);
-            let shaped = !self.features.is_empty();
             let Some(feature) = self.features.get_mut(name) else {
                 if shaped {
-                    *self.unexpected.entry(name.clone()).or_default() += 1;
+                    *self.unexpected.entry(name.to_owned()).or_default() += 1;
                 }
                 continue;
             };
@@ -244,23 +240,25 @@ impl Window {
                     unknown_overflow,
                     missing,
                 } => {
-                    let text = match value {
+                    let text: std::borrow::Cow<'_, str> = match value {
                         serde_json::Value::Null => {
                             *missing += 1;
                             continue;
                         }
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
+                        serde_json::Value::String(s) => s.as_str().into(),
+                        other => other.to_string().into(),
                     };
-                    let categories = known_categories(column);
-                    match categories.iter().position(|c| *c == text) {
+                    let top = column.categorical.as_ref().map(|c| c.top.as_slice());
+                    let kept = unknown.len();
+                    match top.and_then(|t| t.iter().position(|(c, _)| *c == *text)) {
                         Some(i) => known[i] += 1,
-                        None if unknown.len() < UNKNOWN_CATEGORIES_KEPT
-                            || unknown.contains_key(&text) =>
-                        {
-                            *unknown.entry(text).or_default() += 1;
-                        }
-                        None => *unknown_overflow += 1,
+                        None => match unknown.get_mut(text.as_ref()) {
+                            Some(count) => *count += 1,
+                            None if kept < UNKNOWN_CATEGORIES_KEPT => {
+                                unknown.insert(text.into_owned(), 1);
+                            }
+                            None => *unknown_overflow += 1,
+                        },
                     }
                 }
             }

@@ -10,7 +10,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::attributes;
 use super::one_pass::{OnePass, OnePassOp};
-use super::scores::{Labels, PostTransform};
+use super::scores::{Labels, PostTransform, output_rules};
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
@@ -128,19 +128,9 @@ impl Expansion for LinearClassifier {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 2)?;
         let linear = &self.0.0;
-        s.equals(&inputs[0].rank, 2)?;
-        s.equals(&inputs[0].shape[1], linear.features.to_dim())?;
-        s.equals(&outputs[0].datum_type, linear.labels.datum_type())?;
-        s.equals(&outputs[0].rank, 1)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[1].datum_type, DatumType::F32)?;
-        s.equals(&outputs[1].rank, 2)?;
-        s.equals(&outputs[1].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[1].shape[1], linear.columns().to_dim())?;
-        Ok(())
+        output_rules(s, inputs, outputs, Some(&linear.labels), linear.columns())?;
+        s.equals(&inputs[0].shape[1], linear.features.to_dim())
     }
 
     fn wire(

@@ -212,6 +212,37 @@ impl Labels {
     }
 }
 
+/// Type rules of a model's outputs over a `[rows, features]` input: with labels, a `[rows]`
+/// label tensor then `[rows, columns]` f32 scores; without, the scores alone.
+pub(crate) fn output_rules<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    labels: Option<&Labels>,
+    columns: usize,
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    s.equals(&inputs[0].rank, 2)?;
+    let scores = match labels {
+        Some(labels) => {
+            check_output_arity(outputs, 2)?;
+            s.equals(&outputs[0].datum_type, labels.datum_type())?;
+            s.equals(&outputs[0].rank, 1)?;
+            s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+            &outputs[1]
+        }
+        None => {
+            check_output_arity(outputs, 1)?;
+            &outputs[0]
+        }
+    };
+    s.equals(&scores.datum_type, DatumType::F32)?;
+    s.equals(&scores.rank, 2)?;
+    s.equals(&scores.shape[0], &inputs[0].shape[0])?;
+    s.equals(&scores.shape[1], columns.to_dim())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::attributes;
 use super::one_pass::{OnePass, OnePassOp};
-use super::scores::{Labels, PostTransform, logistic, probit};
+use super::scores::{Labels, PostTransform, logistic, output_rules, probit};
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
@@ -501,26 +501,13 @@ impl Expansion for TreeEnsemble {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        s.equals(&inputs[0].rank, 2)?;
-        let scores = match &self.0.labels {
-            Some(labels) => {
-                check_output_arity(outputs, 2)?;
-                s.equals(&outputs[0].datum_type, labels.datum_type())?;
-                s.equals(&outputs[0].rank, 1)?;
-                s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-                &outputs[1]
-            }
-            None => {
-                check_output_arity(outputs, 1)?;
-                &outputs[0]
-            }
-        };
-        s.equals(&scores.datum_type, DatumType::F32)?;
-        s.equals(&scores.rank, 2)?;
-        s.equals(&scores.shape[0], &inputs[0].shape[0])?;
-        s.equals(&scores.shape[1], self.0.probability_columns().to_dim())?;
-        Ok(())
+        output_rules(
+            s,
+            inputs,
+            outputs,
+            self.0.labels.as_ref(),
+            self.0.probability_columns(),
+        )
     }
 
     fn wire(
