@@ -7,6 +7,7 @@
 
 mod binning;
 pub mod kolmogorov;
+pub mod sketch;
 pub mod stats;
 
 /// One column of one sample, without missing values (they are a data-quality finding).

@@ -137,24 +137,7 @@ pub fn hellinger(reference: &Column<'_>, current: &Column<'_>) -> f64 {
 /// current size (Evidently's `chisquare`): the p-value of `scipy.stats.chisquare`.
 pub fn chi_square(reference: &Column<'_>, current: &Column<'_>) -> (f64, f64) {
     let (rc, cc) = binning::value_counts_of(reference, current);
-    let k_norm = current.len() as f64 / reference.len() as f64;
-    let statistic: f64 = rc
-        .iter()
-        .zip(&cc)
-        .map(|(r, o)| {
-            let e = r * k_norm;
-            (o - e).powi(2) / e
-        })
-        .sum();
-    let df = rc.len() as f64 - 1.0;
-    let p = if statistic.is_nan() || df < 1.0 {
-        f64::NAN
-    } else if statistic.is_infinite() {
-        0.0
-    } else {
-        ChiSquared::new(df).map_or(f64::NAN, |d| d.sf(statistic))
-    };
-    (statistic, p)
+    chi_square_of_counts(&rc, &cc)
 }
 
 /// Two-proportion z-test (Evidently's `z`): the share of values other than the smallest value,
@@ -271,4 +254,115 @@ fn outside_inside_method(m: usize, n: usize, g: usize, h: usize) -> f64 {
         }
     }
     a[maxj - minj - 1]
+}
+
+/// Hellinger distance of two count vectors over the same bins (for equal-width bins this is
+/// Evidently's density form: `√(pᵢqᵢ)·width` reduces to `√(shareᵢ·shareᵢ')`).
+pub fn hellinger_of_counts(reference: &[f64], current: &[f64]) -> f64 {
+    let (r, c) = (binning::shares(reference), binning::shares(current));
+    let overlap: f64 = r.iter().zip(&c).map(|(r, c)| (r * c).sqrt()).sum();
+    (1.0 - overlap.clamp(0.0, 1.0)).sqrt()
+}
+
+/// Chi-square statistic and p-value of two count vectors over the same bins, as
+/// [`chi_square`]: the current counts against the reference's scaled to the current total.
+/// Bins empty on both sides are left out; current values where the reference has none make the
+/// statistic infinite (p 0).
+pub fn chi_square_of_counts(reference: &[f64], current: &[f64]) -> (f64, f64) {
+    let (nr, nc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
+    let k_norm = nc / nr;
+    let used: Vec<(f64, f64)> = reference
+        .iter()
+        .zip(current)
+        .filter(|(r, c)| **r > 0.0 || **c > 0.0)
+        .map(|(r, c)| (*r, *c))
+        .collect();
+    let statistic: f64 = used
+        .iter()
+        .map(|(r, o)| {
+            let e = r * k_norm;
+            (o - e).powi(2) / e
+        })
+        .sum();
+    let df = used.len() as f64 - 1.0;
+    let p = if statistic.is_nan() || df < 1.0 {
+        f64::NAN
+    } else if statistic.is_infinite() {
+        0.0
+    } else {
+        ChiSquared::new(df).map_or(f64::NAN, |d| d.sf(statistic))
+    };
+    (statistic, p)
+}
+
+/// A method's statistic and p-value (when it has one) computed on counts over shared bins —
+/// what a bounded streaming window keeps. `None` for methods that need the raw values
+/// (`ks`, `wasserstein`, `z`).
+pub fn of_counts(
+    method: crate::Method,
+    reference: &[f64],
+    current: &[f64],
+) -> Option<(f64, Option<f64>)> {
+    use crate::Method;
+    match method {
+        Method::Psi => Some((psi_of_counts(reference, current), None)),
+        Method::JensenShannon => Some((jensen_shannon_of_counts(reference, current), None)),
+        Method::Hellinger => Some((hellinger_of_counts(reference, current), None)),
+        Method::ChiSquare => {
+            let (statistic, p) = chi_square_of_counts(reference, current);
+            Some((statistic, Some(p)))
+        }
+        Method::Ks | Method::Wasserstein | Method::Z => None,
+    }
+}
+
+#[cfg(test)]
+mod counts_tests {
+    use super::*;
+    use crate::{Column, Method};
+
+    fn counts_of(values: &[&str], categories: &[&str]) -> Vec<f64> {
+        categories
+            .iter()
+            .map(|c| values.iter().filter(|v| *v == c).count() as f64)
+            .collect()
+    }
+
+    /// The counts forms agree with the forms checked against Evidently, given the same bins.
+    #[test]
+    fn counts_forms_agree_with_the_sample_forms_on_categories() {
+        let reference = ["a", "a", "b", "c", "c", "c", "a", "b", "b", "c"];
+        let current = ["a", "c", "c", "c", "c", "b", "c", "c"];
+        let categories = ["a", "b", "c"];
+        let (r, c) = (
+            counts_of(&reference, &categories),
+            counts_of(&current, &categories),
+        );
+        let (rc, cc) = (
+            Column::Categorical(&reference),
+            Column::Categorical(&current),
+        );
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(1.0);
+        assert!(close(hellinger_of_counts(&r, &c), hellinger(&rc, &cc)));
+        let (s1, p1) = chi_square_of_counts(&r, &c);
+        let (s2, p2) = chi_square(&rc, &cc);
+        assert!(close(s1, s2) && close(p1, p2), "{s1} {p1} vs {s2} {p2}");
+        assert!(close(
+            of_counts(Method::Psi, &r, &c).expect("psi").0,
+            psi(&rc, &cc)
+        ));
+        assert!(close(
+            of_counts(Method::JensenShannon, &r, &c).expect("js").0,
+            jensen_shannon(&rc, &cc)
+        ));
+        assert!(of_counts(Method::Ks, &r, &c).is_none());
+    }
+
+    #[test]
+    fn bins_empty_on_both_sides_are_left_out_and_new_values_drift() {
+        let (s, p) = chi_square_of_counts(&[0.0, 5.0, 5.0, 0.0], &[0.0, 5.0, 5.0, 0.0]);
+        assert_eq!((s, p), (0.0, 1.0));
+        let (s, p) = chi_square_of_counts(&[0.0, 5.0, 5.0, 0.0], &[0.0, 5.0, 5.0, 1.0]);
+        assert!(s.is_infinite() && p == 0.0);
+    }
 }

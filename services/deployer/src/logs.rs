@@ -84,9 +84,32 @@ pub(crate) fn log(
             outputs,
             latency_us,
             shadow,
+            error: None,
         });
         queue(state, event);
     }
+}
+
+/// Queues a `prediction.logged` for a request that failed on the server's side (sampled like
+/// the answered ones).
+pub(crate) fn log_failure(state: &AppState, loaded: &Loaded, latency: Duration, error: &str) {
+    if !sampled(state) {
+        return;
+    }
+    queue(
+        state,
+        Event::PredictionLogged(PredictionLogged {
+            deployment: loaded.deployment.clone(),
+            model: loaded.model_name.clone(),
+            version: loaded.version,
+            request_id: uuid::Uuid::now_v7().to_string(),
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            shadow: false,
+            error: Some(error.to_owned()),
+        }),
+    );
 }
 
 fn queue(state: &AppState, event: Event) {
@@ -155,6 +178,7 @@ pub(crate) fn log_tensors(
                 outputs: per_row,
                 latency_us,
                 shadow,
+                error: None,
             }),
         );
     }

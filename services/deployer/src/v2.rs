@@ -500,12 +500,21 @@ fn outputs(
     Ok(out)
 }
 
-/// Counts and times one request of the version that answered it.
-fn observe<T>(loaded: &Loaded, started: Instant, reply: &std::result::Result<T, InferenceError>) {
+/// Counts and times one request of the version that answered it; a server-side failure is
+/// logged too, so the monitor sees the error rate.
+fn observe<T>(
+    state: &AppState,
+    loaded: &Loaded,
+    started: Instant,
+    reply: &std::result::Result<T, InferenceError>,
+) {
     let outcome = match reply {
         Ok(_) => "ok",
         Err(e) if e.0.is_client_error() => "client_error",
-        Err(_) => "server_error",
+        Err(e) => {
+            crate::logs::log_failure(state, loaded, started.elapsed(), &e.0.to_string());
+            "server_error"
+        }
     };
     let (deployment, version) = (loaded.deployment.clone(), loaded.version.to_string());
     metrics::histogram!("flywheel_deployer_request_duration_seconds",
@@ -526,7 +535,7 @@ async fn run_infer(
     let started = Instant::now();
     let route = route(&state, &name, version.as_deref())?;
     let reply = answer_infer(&state, &route, &headers, &body, started).await;
-    observe(&route.primary, started, &reply);
+    observe(&state, &route.primary, started, &reply);
     reply
 }
 
@@ -660,7 +669,7 @@ async fn predict_records(
     let started = Instant::now();
     let route = route(&state, &name, None)?;
     let reply = answer_records(&state, &route, &body, started).await;
-    observe(&route.primary, started, &reply);
+    observe(&state, &route.primary, started, &reply);
     reply
 }
 

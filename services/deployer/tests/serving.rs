@@ -695,6 +695,37 @@ async fn canary_rollouts_promote_healthy_versions_and_roll_back_failing_or_slow_
         [(2u64, 5usize)].into_iter().collect(),
         "version 2 serves again"
     );
+    // The failures were logged too (with why), so the monitor sees the error rate.
+    let mut logs = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Predictions))
+        .await?;
+    let mut failed = Vec::new();
+    wait_for("10 failure logs of version 3", async || {
+        let state = logs.info().await?.state.clone();
+        failed.clear();
+        for seq in state.first_sequence..=state.last_sequence {
+            let message = logs.get_raw_message(seq).await?;
+            if let Event::PredictionLogged(p) = flywheel_events::decode_with_header(
+                &message.payload,
+                message.headers.get("Content-Type").map(|v| v.as_str()),
+            )?
+            .event
+                && let Some(error) = p.error
+            {
+                failed.push((p.version, error));
+            }
+        }
+        Ok(failed.len() >= 10)
+    })
+    .await?;
+    assert_eq!(failed.len(), 10, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(v, e)| *v == 3 && e.contains("injected fault")),
+        "{failed:?}"
+    );
 
     // Version 4 answers but slowly (40 ms more): rolled back on latency against version 2's.
     registered(&bus, &store, &logistic(4.0)?, 4).await?;

@@ -46,6 +46,11 @@ async fn main() -> anyhow::Result<()> {
     settings
         .service
         .insert("window_size".into(), WINDOW.to_string());
+    if let Ok(per_second) = std::env::var("BENCH_JOIN_STORE_PER_SECOND") {
+        settings
+            .service
+            .insert("join_store_per_second".into(), per_second);
+    }
     if let Ok(max) = std::env::var("BENCH_PENDING_MAX") {
         settings.service.insert("feedback_pending_max".into(), max);
     }
@@ -122,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                         outputs: [("prediction".to_owned(), json!(1))].into_iter().collect(),
                         latency_us: 200,
                         shadow: false,
+                        error: None,
                     }),
                 ))
                 .await

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::comparison::{DriftReport, DriftRequest};
 use crate::reports::RetrainingPolicy;
 use crate::schema::{Alerts, Policies, Reports};
+use crate::settings::MonitoringSettings;
 use crate::{AppState, MonitorError, Result};
 
 /// The routes.
@@ -22,6 +23,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/reports/{id}", get(report))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/policies/{model}", put(put_policy).get(get_policy))
+        .route(
+            "/api/v1/monitoring/{deployment}",
+            put(put_settings).get(get_settings),
+        )
         .route("/api/v1/webhooks", get(list_webhooks))
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/rules/{name}", put(put_rule))
@@ -124,6 +129,25 @@ async fn alerts(
         })
         .collect::<Result<_>>()
         .map(Json)
+}
+
+/// Sets how a deployment is monitored (reference, drift share, per-column methods); windows
+/// opened afterwards use it.
+async fn put_settings(
+    State(state): State<AppState>,
+    Path(deployment): Path<String>,
+    ApiJson(settings): ApiJson<MonitoringSettings>,
+) -> Result<Json<MonitoringSettings>> {
+    crate::settings::put(&state, &deployment, &settings).await?;
+    Ok(Json(settings))
+}
+
+/// How a deployment is monitored (the defaults when nothing was set).
+async fn get_settings(
+    State(state): State<AppState>,
+    Path(deployment): Path<String>,
+) -> Result<Json<MonitoringSettings>> {
+    Ok(Json(crate::settings::get(&state.db, &deployment).await?))
 }
 
 /// Sets a model's retraining policy.

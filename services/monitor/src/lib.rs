@@ -7,17 +7,23 @@
 //! and verdicts from `crates/drift`).
 
 mod api;
+mod baseline;
 mod catalog;
 pub mod comparison;
 mod error;
+mod export;
+mod joins;
 mod migrations;
 mod performance;
 mod reader;
 pub mod reports;
 pub mod rules;
 mod schema;
+pub mod settings;
 mod webhooks;
 mod windows;
+
+use std::sync::Arc;
 
 use flywheel_artifacts::ArtifactStore;
 use flywheel_bus::Bus;
@@ -26,6 +32,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 pub use error::{MonitorError, Result};
+pub use joins::JoinStoreConfig;
 pub use migrations::Migrator;
 pub use reader::WindowConfig;
 
@@ -44,6 +51,24 @@ pub struct AppState {
     pub bus: Bus,
     /// Where datasets and profiles are.
     pub artifacts: ArtifactStore,
+    /// Bumped when monitoring settings change.
+    pub generation: settings::Generation,
+    /// How a drift retraining exports production rows.
+    pub export: Arc<ExportConfig>,
+    /// HTTP client (webhooks, the registry).
+    pub http: reqwest::Client,
+}
+
+/// How a drift retraining exports labelled production rows as a dataset version (`[service]`
+/// options).
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// `registry_url`: where the dataset version is pushed.
+    pub registry_url: String,
+    /// `export_rows`: the latest labelled rows exported.
+    pub rows: u64,
+    /// `export_min_rows`: fewer labelled rows than this and the training dataset is used.
+    pub min_rows: u64,
 }
 
 /// Runs the monitor until `shutdown` is cancelled.
@@ -62,6 +87,17 @@ pub async fn run(
         pending_max: settings
             .option("feedback_pending_max", 200_000usize)?
             .max(1),
+        join_store: JoinStoreConfig {
+            per_second: settings.option("join_store_per_second", 50u32)?,
+            retention_ms: i64::try_from(settings.option("join_store_hours", 48u64)?)
+                .unwrap_or(i64::MAX / 3_600_000)
+                .saturating_mul(3_600_000),
+        },
+    };
+    let export = ExportConfig {
+        registry_url: settings.option("registry_url", "http://127.0.0.1:8080".to_owned())?,
+        rows: settings.option("export_rows", 5000u64)?.max(1),
+        min_rows: settings.option("export_min_rows", 200u64)?.max(1),
     };
     if !(0.0..=1.0).contains(&config.drift_share) {
         return Err(flywheel_runtime::ServiceError::Config(
@@ -75,13 +111,19 @@ pub async fn run(
         db: kit.database()?.clone(),
         bus: kit.bus.clone(),
         artifacts: kit.artifacts.clone(),
+        generation: settings::Generation::default(),
+        export: Arc::new(export),
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| flywheel_runtime::ServiceError::Config(format!("HTTP client: {e}")))?,
     };
     kit.start_outbox()?;
     let s = state.clone();
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
     });
-    let (s, http) = (state.clone(), reqwest::Client::new());
+    let (s, http) = (state.clone(), state.http.clone());
     kit.spawn_consumer(webhooks::consumer_spec(&state), move |delivery| {
         webhooks::handle(s.clone(), http.clone(), delivery)
     });

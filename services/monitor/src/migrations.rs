@@ -5,8 +5,8 @@ use sea_orm::sea_query::{ColumnDef, Index, IntoIden, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 use crate::schema::{
-    Alerts, Baselines, Checkpoints, Datasets, Deliveries, Policies, Reports, Retrainings, Rules,
-    Versions, Webhooks,
+    Alerts, BaselineProfiles, Baselines, Checkpoints, Datasets, Deliveries, Joinable, Policies,
+    Reports, Retrainings, Rules, Settings, Versions, Webhooks,
 };
 
 flywheel_db::migrator!(
@@ -20,6 +20,7 @@ flywheel_db::migrator!(
         CreateWebhooks,
         CreateBaselines,
         CreateRules,
+        CreateSettingsAndJoins,
     ]
 );
 
@@ -330,6 +331,124 @@ impl MigrationTrait for CreateRules {
                             .primary_key(),
                     )
                     .col(text(Rules::Body))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Monitoring settings, production baselines, the join store and learned error rates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateSettingsAndJoins;
+
+impl MigrationName for CreateSettingsAndJoins {
+    fn name(&self) -> &str {
+        "m0008_monitor_create_settings_and_joins"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSettingsAndJoins {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Settings::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Settings::Deployment)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Settings::Body))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(BaselineProfiles::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(BaselineProfiles::Deployment)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(BaselineProfiles::Version)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(text(BaselineProfiles::Profile))
+                    .col(big(BaselineProfiles::CreatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(BaselineProfiles::Deployment)
+                            .col(BaselineProfiles::Version),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Joinable::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Joinable::RequestId)
+                            .string_len(250)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Joinable::Deployment)
+                            .string_len(250)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Joinable::Model).string_len(250).not_null())
+                    .col(ColumnDef::new(Joinable::Version).integer().not_null())
+                    .col(text(Joinable::Inputs))
+                    .col(text(Joinable::Predicted))
+                    .col(ColumnDef::new(Joinable::Score).double().null())
+                    .col(big(Joinable::LoggedAt))
+                    .col(ColumnDef::new(Joinable::GroundTruth).text().null())
+                    .col(ColumnDef::new(Joinable::LabelledAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("monitor_joinable_by_model")
+                    .table(Joinable::Table)
+                    .col(Joinable::Model)
+                    .col(Joinable::LabelledAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("monitor_joinable_by_time")
+                    .table(Joinable::Table)
+                    .col(Joinable::LoggedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Baselines::Table)
+                    .add_column(
+                        ColumnDef::new(Baselines::ErrorRate)
+                            .double()
+                            .not_null()
+                            .default(0.0),
+                    )
                     .to_owned(),
             )
             .await

@@ -46,6 +46,15 @@ fn label(value: &Value) -> String {
     }
 }
 
+/// The probability of the last class of a binary classifier's answer (what AUC ranks by).
+pub(crate) fn binary_score(outputs: &BTreeMap<String, Value>) -> Option<f64> {
+    outputs
+        .get("probabilities")
+        .and_then(Value::as_array)
+        .filter(|p| p.len() == 2)
+        .and_then(|p| p[1].as_f64())
+}
+
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),

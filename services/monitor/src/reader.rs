@@ -23,8 +23,11 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::baseline::BaselineRows;
+use crate::joins::{JoinStore, JoinStoreConfig};
 use crate::performance::PerformanceWindow;
 use crate::schema::Checkpoints;
+use crate::settings::{MonitoringSettings, ReferenceChoice};
 use crate::windows::{PREDICTION, Reference, Span, Window, evaluate};
 use crate::{AppState, MonitorError, Result};
 
@@ -48,6 +51,8 @@ pub struct WindowConfig {
     pub performance_margin: f64,
     /// `feedback_pending_max`: predictions remembered while awaiting feedback.
     pub pending_max: usize,
+    /// The durable, sampled join store.
+    pub join_store: JoinStoreConfig,
 }
 
 type Key = (String, u32);
@@ -77,40 +82,146 @@ pub(crate) async fn run(
     }
 }
 
-/// References by model and version, loaded once (a missing one is looked up again later).
+/// Seconds before a reference that could not be found is looked up again.
+const MISSING_RETRY_MS: i64 = 5_000;
+
+/// A deployment's settings and the references of its versions.
+struct DeploymentReferences {
+    settings: Arc<MonitoringSettings>,
+    versions: HashMap<u32, Arc<Reference>>,
+    /// Versions whose reference is unknown, with when to look again.
+    missing: HashMap<u32, i64>,
+}
+
+/// Settings and references by deployment and version, loaded once (a missing reference is
+/// looked up again after a few seconds; new settings clear everything).
 #[derive(Default)]
-struct References(HashMap<String, HashMap<u32, Arc<Reference>>>);
+struct References {
+    deployments: HashMap<String, DeploymentReferences>,
+    generation: u64,
+}
 
 impl References {
-    async fn get(&mut self, state: &AppState, model: &str, version: u32) -> Option<Arc<Reference>> {
+    /// The deployment's settings and references, loading the settings on first use.
+    async fn deployment(
+        &mut self,
+        state: &AppState,
+        deployment: &str,
+    ) -> Option<&mut DeploymentReferences> {
+        let generation = state.generation.current();
+        if generation != self.generation {
+            self.deployments.clear();
+            self.generation = generation;
+        }
+        if !self.deployments.contains_key(deployment) {
+            let settings = match crate::settings::get(&state.db, deployment).await {
+                Ok(settings) => settings,
+                Err(e) => {
+                    tracing::warn!(deployment, error = %e, "monitoring settings not loaded");
+                    return None;
+                }
+            };
+            self.deployments.insert(
+                deployment.to_owned(),
+                DeploymentReferences {
+                    settings: Arc::new(settings),
+                    versions: HashMap::new(),
+                    missing: HashMap::new(),
+                },
+            );
+        }
+        self.deployments.get_mut(deployment)
+    }
+
+    /// A deployment's settings (the defaults if they cannot be loaded).
+    async fn settings(&mut self, state: &AppState, deployment: &str) -> Arc<MonitoringSettings> {
+        self.deployment(state, deployment)
+            .await
+            .map(|d| d.settings.clone())
+            .unwrap_or_default()
+    }
+
+    async fn get(
+        &mut self,
+        state: &AppState,
+        deployment: &str,
+        model: &str,
+        version: u32,
+    ) -> Option<Arc<Reference>> {
+        let now = now_millis();
+        let entry = self.deployment(state, deployment).await?;
         // Looked up per prediction: no allocation on a hit.
-        if let Some(reference) = self.0.get(model).and_then(|v| v.get(&version)) {
+        if let Some(reference) = entry.versions.get(&version) {
             return Some(reference.clone());
         }
-        match load_reference(state, model, version).await {
+        if entry
+            .missing
+            .get(&version)
+            .is_some_and(|retry| now < *retry)
+        {
+            return None;
+        }
+        match load_reference(state, &entry.settings, deployment, model, version).await {
             Ok(Some(reference)) => {
                 let reference = Arc::new(reference);
-                self.0
-                    .entry(model.to_owned())
-                    .or_default()
-                    .insert(version, reference.clone());
+                entry.missing.remove(&version);
+                entry.versions.insert(version, reference.clone());
                 Some(reference)
             }
-            Ok(None) => None,
+            Ok(None) => {
+                entry.missing.insert(version, now + MISSING_RETRY_MS);
+                None
+            }
             Err(e) => {
                 tracing::warn!(model, version, error = %e, "reference profile not loaded");
+                entry.missing.insert(version, now + MISSING_RETRY_MS);
                 None
             }
         }
     }
+
+    /// Makes a baseline just built the version's reference.
+    fn set(&mut self, deployment: &str, version: u32, reference: Reference) {
+        if let Some(entry) = self.deployments.get_mut(deployment) {
+            entry.missing.remove(&version);
+            entry.versions.insert(version, Arc::new(reference));
+        }
+    }
 }
 
-/// The training dataset's profile and target of a model version, if the monitor knows them.
-async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<Option<Reference>> {
-    let Some(training) = crate::catalog::training_data_in(&state.db, model, version).await? else {
+/// A version's reference as its deployment's settings choose: the training dataset's profile
+/// (default), a chosen dataset version's, or the stored profile of its production baseline.
+async fn load_reference(
+    state: &AppState,
+    settings: &MonitoringSettings,
+    deployment: &str,
+    model: &str,
+    version: u32,
+) -> Result<Option<Reference>> {
+    let training = crate::catalog::training_data_in(&state.db, model, version).await?;
+    let target = training.as_ref().and_then(|t| t.target.clone());
+    let (dataset, dataset_version) = match (&settings.reference, training) {
+        (ReferenceChoice::Baseline { .. }, _) => {
+            return Ok(crate::baseline::load(&state.db, deployment, version)
+                .await?
+                .map(|profile| Reference {
+                    profile,
+                    target: Some(PREDICTION.to_owned()),
+                }));
+        }
+        (ReferenceChoice::Dataset { dataset, version }, _) => (dataset.clone(), version.clone()),
+        (ReferenceChoice::Training, Some(training)) => (training.dataset, training.version),
+        (ReferenceChoice::Training, None) => return Ok(None),
+    };
+    let Some(profile) = load_profile(state, &dataset, &dataset_version).await? else {
         return Ok(None);
     };
-    let stored = match crate::catalog::dataset(state, &training.dataset, &training.version).await {
+    Ok(Some(Reference { profile, target }))
+}
+
+/// A dataset version's stored profile, if the monitor knows it.
+async fn load_profile(state: &AppState, dataset: &str, version: &str) -> Result<Option<Profile>> {
+    let stored = match crate::catalog::dataset(state, dataset, version).await {
         Ok(stored) => stored,
         Err(MonitorError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
@@ -127,12 +238,9 @@ async fn load_reference(state: &AppState, model: &str, version: u32) -> Result<O
         .get(key)
         .await
         .map_err(|e| MonitorError::Artifacts(e.to_string()))?;
-    let profile: Profile = serde_json::from_slice(&bytes)
-        .map_err(|e| MonitorError::Artifacts(format!("profile {uri}: {e}")))?;
-    Ok(Some(Reference {
-        profile,
-        target: training.target,
-    }))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| MonitorError::Artifacts(format!("profile {uri}: {e}")))
 }
 
 /// What the reader has counted, checkpointed together: open windows of predictions and of
@@ -144,6 +252,9 @@ struct Counted {
     /// Stream sequence of the oldest prediction still awaiting feedback (0: none); a restart
     /// reads from there to rebuild them, counting nothing again.
     pending_from: u64,
+    /// Production baselines being gathered.
+    #[serde(default)]
+    baselines: Vec<(Key, BaselineRows)>,
 }
 
 /// A prediction awaiting its ground truth.
@@ -154,6 +265,8 @@ struct Pending {
     /// The probability of the last class, for binary classifiers (AUC).
     score: Option<f64>,
     sequence: u64,
+    /// Whether the join store keeps it too (its ground truth is written there).
+    kept: bool,
 }
 
 /// Whose prediction it was (shared by all of one deployment version's pending predictions).
@@ -174,21 +287,31 @@ struct ReaderState {
     pending: HashMap<String, Pending>,
     /// The identity of each deployment's latest version.
     identities: HashMap<String, Arc<Identity>>,
+    /// Production baselines being gathered, by deployment version.
+    baselines: BTreeMap<Key, BaselineRows>,
+    /// What goes into the join store with the next checkpoint.
+    joins: JoinStore,
 }
 
 impl ReaderState {
     /// Remembers a prediction until its feedback comes; past `max`, the oldest tenth is
     /// forgotten at once (amortised, so memory stays bounded at little cost per prediction).
-    fn remember(&mut self, mut prediction: PredictionLogged, sequence: u64, max: usize) {
+    fn remember(
+        &mut self,
+        mut prediction: PredictionLogged,
+        sequence: u64,
+        max: usize,
+        kept: bool,
+    ) {
+        // A shadow answers under the serving version's request id; only the serving answer is
+        // held to the ground truth.
+        if prediction.shadow || prediction.error.is_some() {
+            return;
+        }
+        let score = crate::performance::binary_score(&prediction.outputs);
         let Some(predicted) = prediction.outputs.remove(PREDICTION) else {
             return;
         };
-        let score = prediction
-            .outputs
-            .get("probabilities")
-            .and_then(Value::as_array)
-            .filter(|p| p.len() == 2)
-            .and_then(|p| p[1].as_f64());
         let of = match self.identities.get(prediction.deployment.as_str()) {
             Some(of) if of.version == prediction.version && of.model == prediction.model => {
                 of.clone()
@@ -210,6 +333,7 @@ impl ReaderState {
                 predicted,
                 score,
                 sequence,
+                kept,
             },
         );
         if self.pending.len() > max {
@@ -231,6 +355,11 @@ impl ReaderState {
             windows: self.windows.values().cloned().collect(),
             performance: self.performance.values().cloned().collect(),
             pending_from: self.pending_from(),
+            baselines: self
+                .baselines
+                .iter()
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect(),
         };
         serde_json::to_string(&counted).map_err(|e| MonitorError::Invalid(e.to_string()))
     }
@@ -265,9 +394,46 @@ async fn load_checkpoint(state: &AppState) -> Result<(ReaderState, u64)> {
             .into_iter()
             .map(|w| ((w.span.deployment.clone(), w.span.version), w))
             .collect(),
+        baselines: counted.baselines.into_iter().collect(),
         ..ReaderState::default()
     };
     Ok((reader, counted.pending_from))
+}
+
+/// Writes the checkpoint with what the join store gathered, in one transaction.
+async fn save(state: &AppState, config: &WindowConfig, reader: &mut ReaderState) -> Result<()> {
+    let txn = state.db.begin().await?;
+    flush_joins(&txn, config, reader).await?;
+    save_checkpoint(&txn, reader).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Writes the join store's gatherings and counts the outcomes it joined.
+async fn flush_joins(
+    txn: &sea_orm::DatabaseTransaction,
+    config: &WindowConfig,
+    reader: &mut ReaderState,
+) -> Result<()> {
+    let now = now_millis();
+    let outcomes = reader.joins.flush(txn, config.join_store, now).await?;
+    let sequence = reader.sequence;
+    for outcome in outcomes {
+        let identity = Identity {
+            deployment: outcome.deployment,
+            model: outcome.model,
+            version: outcome.version,
+        };
+        count_outcome(
+            reader,
+            &identity,
+            (&outcome.predicted, outcome.score),
+            &outcome.truth,
+            sequence,
+            now,
+        );
+    }
+    Ok(())
 }
 
 async fn save_checkpoint<C: ConnectionTrait>(conn: &C, reader: &mut ReaderState) -> Result<()> {
@@ -326,16 +492,28 @@ async fn close_done(
         })
         .map(|(k, _)| k.clone())
         .collect();
-    if done.is_empty() && done_performance.is_empty() {
+    let done_baselines: Vec<Key> = reader
+        .baselines
+        .iter()
+        .filter(|(_, b)| b.is_full())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if done.is_empty() && done_performance.is_empty() && done_baselines.is_empty() {
         return Ok(());
     }
     let mut closing = Vec::new();
     for key in &done {
         if let Some(window) = reader.windows.remove(key) {
             let reference = references
-                .get(state, &window.span.model, window.span.version)
+                .get(
+                    state,
+                    &window.span.deployment,
+                    &window.span.model,
+                    window.span.version,
+                )
                 .await;
-            let evaluation = evaluate(&window, reference.as_deref(), config.drift_share);
+            let settings = references.settings(state, &window.span.deployment).await;
+            let evaluation = evaluate(&window, reference.as_deref(), &settings, config.drift_share);
             closing.push((window, evaluation));
         }
     }
@@ -343,12 +521,34 @@ async fn close_done(
     for (window, evaluation) in &closing {
         crate::reports::close(&txn, state, window, evaluation, now).await?;
     }
+    for key in &done_baselines {
+        let Some(baseline) = reader.baselines.remove(key) else {
+            continue;
+        };
+        let profile = baseline.profile()?;
+        crate::baseline::store(&txn, &key.0, key.1, &profile, now).await?;
+        tracing::info!(
+            deployment = key.0,
+            version = key.1,
+            rows = baseline.rows.len(),
+            "production baseline profiled"
+        );
+        references.set(
+            &key.0,
+            key.1,
+            Reference {
+                profile,
+                target: Some(PREDICTION.to_owned()),
+            },
+        );
+    }
     for key in &done_performance {
         if let Some(window) = reader.performance.remove(key) {
             crate::reports::close_performance(&txn, state, &window, config.performance_margin, now)
                 .await?;
         }
     }
+    flush_joins(&txn, config, reader).await?;
     save_checkpoint(&txn, reader).await?;
     txn.commit().await?;
     flywheel_runtime::outbox::wake();
@@ -395,13 +595,13 @@ async fn read(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
+                save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
                 return Ok(());
             }
             _ = tick.tick() => {
                 close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
                 if unsaved > 0 {
-                    save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
+                    save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }
@@ -421,7 +621,9 @@ async fn read(
                 if seq <= reader.sequence {
                     // Counted before the restart: only rebuild what still awaits feedback.
                     match decoded {
-                        Ok(Event::PredictionLogged(p)) => reader.remember(p, seq, config.pending_max),
+                        // It may be in the join store: labelling a row that is not there
+                        // changes nothing.
+                        Ok(Event::PredictionLogged(p)) => reader.remember(p, seq, config.pending_max, true),
                         Ok(Event::FeedbackReceived(f)) => {
                             reader.pending.remove(f.request_id.as_str());
                         }
@@ -431,8 +633,9 @@ async fn read(
                 }
                 match decoded {
                     Ok(Event::PredictionLogged(prediction)) => {
-                        count(state, references, &mut reader.windows, &prediction, seq).await;
-                        reader.remember(prediction, seq, config.pending_max);
+                        count(state, references, &mut reader, &prediction, seq).await;
+                        let kept = reader.joins.keep(&prediction, config.join_store, now_millis());
+                        reader.remember(prediction, seq, config.pending_max, kept);
                         metrics::counter!("flywheel_monitor_predictions_total").increment(1);
                     }
                     Ok(Event::FeedbackReceived(feedback)) => join(&mut reader, &feedback, seq),
@@ -447,12 +650,13 @@ async fn read(
                 reader.sequence = seq;
                 unsaved += 1;
                 let full = reader.windows.values().any(|w| w.count >= config.size)
-                    || reader.performance.values().any(|w| w.labelled >= config.performance_size);
+                    || reader.performance.values().any(|w| w.labelled >= config.performance_size)
+                    || reader.baselines.values().any(BaselineRows::is_full);
                 if full {
                     close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 } else if unsaved >= config.checkpoint_every {
-                    save_checkpoint(&state.db, &mut reader).await.map_err(|e| e.to_string())?;
+                    save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }
@@ -460,14 +664,39 @@ async fn read(
     }
 }
 
-/// Joins ground truth to its prediction and counts the outcome.
+/// Joins ground truth to its prediction and counts the outcome; feedback for a prediction no
+/// longer in memory is looked up in the join store at the next checkpoint.
 fn join(reader: &mut ReaderState, feedback: &FeedbackReceived, sequence: u64) {
     let Some(pending) = reader.pending.remove(feedback.request_id.as_str()) else {
-        metrics::counter!("flywheel_monitor_feedback_unmatched_total").increment(1);
+        reader
+            .joins
+            .look_up(&feedback.request_id, &feedback.ground_truth);
         return;
     };
-    let now = now_millis();
-    let of = &pending.of;
+    if pending.kept {
+        reader
+            .joins
+            .label(&feedback.request_id, &feedback.ground_truth);
+    }
+    count_outcome(
+        reader,
+        &pending.of,
+        (&pending.predicted, pending.score),
+        &feedback.ground_truth,
+        sequence,
+        now_millis(),
+    );
+}
+
+/// Counts a joined outcome into its deployment version's performance window.
+fn count_outcome(
+    reader: &mut ReaderState,
+    of: &Identity,
+    (predicted, score): (&Value, Option<f64>),
+    truth: &Value,
+    sequence: u64,
+    now: i64,
+) {
     let key = (of.deployment.clone(), of.version);
     let window = reader.performance.entry(key).or_insert_with(|| {
         PerformanceWindow::open(Span::open(
@@ -478,29 +707,41 @@ fn join(reader: &mut ReaderState, feedback: &FeedbackReceived, sequence: u64) {
             now,
         ))
     });
-    window.add(
-        &pending.predicted,
-        pending.score,
-        &feedback.ground_truth,
-        now,
-    );
+    window.add(predicted, score, truth, now);
     metrics::counter!("flywheel_monitor_feedback_joined_total").increment(1);
 }
 
-/// Counts a prediction into its deployment's window (opening one if needed).
+/// Counts a prediction into its deployment's window (opening one if needed), and into its
+/// production baseline while one is being gathered.
 async fn count(
     state: &AppState,
     references: &mut References,
-    windows: &mut BTreeMap<Key, Window>,
+    reader: &mut ReaderState,
     prediction: &PredictionLogged,
     sequence: u64,
 ) {
     let now = now_millis();
     let reference = references
-        .get(state, &prediction.model, prediction.version)
+        .get(
+            state,
+            &prediction.deployment,
+            &prediction.model,
+            prediction.version,
+        )
         .await;
     let key = (prediction.deployment.clone(), prediction.version);
-    windows
+    if reference.is_none() {
+        let settings = references.settings(state, &prediction.deployment).await;
+        if let ReferenceChoice::Baseline { rows } = settings.reference {
+            reader
+                .baselines
+                .entry(key.clone())
+                .or_insert_with(|| BaselineRows::new(rows))
+                .add(prediction);
+        }
+    }
+    reader
+        .windows
         .entry(key)
         .or_insert_with(|| Window::open(prediction, reference.as_deref(), sequence, now))
         .add(prediction, reference.as_deref(), now);

@@ -167,6 +167,12 @@ pub(crate) async fn close(
         "findings": evaluation.findings,
         "latency_us_mean": window.latency_us_sum.checked_div(window.count).unwrap_or(0),
         "latency_us_max": window.latency_us_max,
+        "latency_us_p50": window.latency.quantile(0.5),
+        "latency_us_p95": window.latency.quantile(0.95),
+        "latency_us_p99": window.latency.quantile(0.99),
+        "errors": window.errors,
+        "error_rate": error_rate(window),
+        "quantiles": evaluation.quantiles,
     });
     let fresh = insert_report(
         txn,
@@ -185,6 +191,16 @@ pub(crate) async fn close(
         "latency_us_mean".into(),
         window.latency_us_sum.checked_div(window.count).unwrap_or(0) as f64,
     );
+    for (name, q) in [
+        ("latency_us_p50", 0.5),
+        ("latency_us_p95", 0.95),
+        ("latency_us_p99", 0.99),
+    ] {
+        if let Some(value) = window.latency.quantile(q) {
+            metrics.insert(name.into(), value);
+        }
+    }
+    metrics.insert("error_rate".into(), error_rate(window));
     if let Some(prediction) = &evaluation.prediction {
         metrics.insert("prediction_drift_score".into(), prediction.statistic);
         metrics.insert(
@@ -206,7 +222,7 @@ pub(crate) async fn close(
     metrics::counter!("flywheel_monitor_reports_total", "deployment" => window.span.deployment.clone())
         .increment(1);
     apply_drift_rule(txn, state, window, evaluation, &report_id, now).await?;
-    apply_latency_rule(txn, state, window, &report_id, now).await?;
+    apply_anomaly_rules(txn, state, window, &report_id, now).await?;
     crate::rules::check(
         txn,
         state,
@@ -220,9 +236,15 @@ pub(crate) async fn close(
 /// The alert rule for latency anomalies.
 pub(crate) const LATENCY_RULE: &str = "latency";
 
+/// The alert rule for error-rate anomalies.
+pub(crate) const ERROR_RATE_RULE: &str = "error_rate";
+
 /// A window's mean latency over this many times the learned baseline (and at least 1 ms over
 /// it) is an anomaly.
 const LATENCY_FACTOR: f64 = 3.0;
+
+/// A window's error rate this far over the learned one (and at least twice it) is an anomaly.
+const ERROR_RATE_MARGIN: f64 = 0.05;
 
 /// Windows the baseline learns from before it judges.
 const BASELINE_WINDOWS: i64 = 3;
@@ -230,10 +252,26 @@ const BASELINE_WINDOWS: i64 = 3;
 /// Weight of the newest window in the baseline.
 const EWMA_ALPHA: f64 = 0.3;
 
-/// Judges a window's mean latency against the version's learned baseline (an exponentially
-/// weighted mean of earlier normal windows): raises `latency` on an anomaly, resolves it and
-/// learns otherwise.
-async fn apply_latency_rule(
+/// Share of a window's requests that failed on the server's side.
+fn error_rate(window: &Window) -> f64 {
+    if window.count == 0 {
+        0.0
+    } else {
+        window.errors as f64 / window.count as f64
+    }
+}
+
+/// What a version's windows were like (exponentially weighted means of normal windows).
+struct Learned {
+    latency_us: f64,
+    error_rate: f64,
+    windows: i64,
+}
+
+/// Judges a window's mean latency and error rate against the version's learned baselines:
+/// raises `latency` / `error_rate` on an anomaly, resolves them and learns otherwise (an
+/// anomalous value is not learnt from).
+async fn apply_anomaly_rules(
     txn: &DatabaseTransaction,
     state: &AppState,
     window: &Window,
@@ -244,51 +282,100 @@ async fn apply_latency_rule(
         return Ok(());
     }
     let mean = window.latency_us_sum as f64 / window.count as f64;
+    let errors = error_rate(window);
     let version = i32::try_from(window.span.version).unwrap_or(i32::MAX);
     let baseline = txn
         .query_one(
             &Query::select()
-                .columns([Baselines::LatencyUs, Baselines::Windows])
+                .columns([
+                    Baselines::LatencyUs,
+                    Baselines::ErrorRate,
+                    Baselines::Windows,
+                ])
                 .from(Baselines::Table)
                 .and_where(Expr::col(Baselines::Deployment).eq(window.span.deployment.as_str()))
                 .and_where(Expr::col(Baselines::Version).eq(version))
                 .to_owned(),
         )
         .await?
-        .map(|r| -> Result<(f64, i64)> {
-            Ok((r.try_get("", "latency_us")?, r.try_get("", "windows")?))
+        .map(|r| -> Result<Learned> {
+            Ok(Learned {
+                latency_us: r.try_get("", "latency_us")?,
+                error_rate: r.try_get("", "error_rate")?,
+                windows: r.try_get("", "windows")?,
+            })
         })
         .transpose()?;
-    if let Some((learned, windows)) = baseline
-        && windows >= BASELINE_WINDOWS
-        && mean > learned * LATENCY_FACTOR
-        && mean - learned >= 1000.0
-    {
+    let who = (window.span.deployment.as_str(), window.span.model.as_str());
+    let judged = baseline.as_ref().filter(|b| b.windows >= BASELINE_WINDOWS);
+    let slow = judged
+        .is_some_and(|b| mean > b.latency_us * LATENCY_FACTOR && mean - b.latency_us >= 1000.0);
+    let failing = judged.is_some_and(|b| {
+        errors >= b.error_rate + ERROR_RATE_MARGIN && errors >= 2.0 * b.error_rate
+    });
+    if let (true, Some(b)) = (slow, judged) {
         let message = format!(
-            "mean latency {mean:.0} µs in {} version {} is {:.1}× its learned baseline of {learned:.0} µs",
+            "mean latency {mean:.0} µs in {} version {} is {:.1}× its learned baseline of {:.0} µs",
             window.span.deployment,
             window.span.version,
-            mean / learned
+            mean / b.latency_us,
+            b.latency_us
         );
         raise(
             txn,
             state,
             (LATENCY_RULE, "warning"),
-            (&window.span.deployment, &window.span.model),
+            who,
             message,
             report_id,
             now,
         )
         .await?;
-        return Ok(());
+    } else {
+        resolve(txn, state, LATENCY_RULE, &window.span.deployment, now).await?;
     }
-    resolve(txn, state, LATENCY_RULE, &window.span.deployment, now).await?;
-    let (learned, windows) = match baseline {
-        Some((learned, windows)) => (
-            EWMA_ALPHA * mean + (1.0 - EWMA_ALPHA) * learned,
-            windows + 1,
-        ),
-        None => (mean, 1),
+    if let (true, Some(b)) = (failing, judged) {
+        let message = format!(
+            "{:.1} % of requests to {} version {} failed ({} of {}); its learned error rate is {:.1} %",
+            errors * 100.0,
+            window.span.deployment,
+            window.span.version,
+            window.errors,
+            window.count,
+            b.error_rate * 100.0
+        );
+        raise(
+            txn,
+            state,
+            (ERROR_RATE_RULE, "critical"),
+            who,
+            message,
+            report_id,
+            now,
+        )
+        .await?;
+    } else {
+        resolve(txn, state, ERROR_RATE_RULE, &window.span.deployment, now).await?;
+    }
+    let learned = match baseline {
+        Some(b) => Learned {
+            latency_us: if slow {
+                b.latency_us
+            } else {
+                EWMA_ALPHA * mean + (1.0 - EWMA_ALPHA) * b.latency_us
+            },
+            error_rate: if failing {
+                b.error_rate
+            } else {
+                EWMA_ALPHA * errors + (1.0 - EWMA_ALPHA) * b.error_rate
+            },
+            windows: b.windows + 1,
+        },
+        None => Learned {
+            latency_us: mean,
+            error_rate: errors,
+            windows: 1,
+        },
     };
     let mut upsert = Query::insert();
     upsert
@@ -297,18 +384,24 @@ async fn apply_latency_rule(
             Baselines::Deployment,
             Baselines::Version,
             Baselines::LatencyUs,
+            Baselines::ErrorRate,
             Baselines::Windows,
         ])
         .values([
             window.span.deployment.clone().into(),
             version.into(),
-            learned.into(),
-            windows.into(),
+            learned.latency_us.into(),
+            learned.error_rate.into(),
+            learned.windows.into(),
         ])
         .map_err(|e| MonitorError::Invalid(e.to_string()))?
         .on_conflict(
             OnConflict::columns([Baselines::Deployment, Baselines::Version])
-                .update_columns([Baselines::LatencyUs, Baselines::Windows])
+                .update_columns([
+                    Baselines::LatencyUs,
+                    Baselines::ErrorRate,
+                    Baselines::Windows,
+                ])
                 .to_owned(),
         );
     txn.execute(&upsert).await?;
@@ -549,9 +642,7 @@ async fn retrain(
         tracing::info!(model, "drift retraining skipped: daily budget spent");
         return Ok(());
     }
-    let Some(crate::catalog::TrainingData {
-        dataset, version, ..
-    }) = crate::catalog::training_data_in(txn, model, window.span.version).await?
+    let Some(training) = crate::catalog::training_data_in(txn, model, window.span.version).await?
     else {
         tracing::warn!(
             model,
@@ -559,6 +650,20 @@ async fn retrain(
             "drift retraining skipped: training data unknown"
         );
         return Ok(());
+    };
+    let dataset = match crate::export::production_rows(txn, state, &window.span, &training).await {
+        Ok(Some(exported)) => exported,
+        Ok(None) => DatasetRef {
+            name: training.dataset,
+            version: training.version,
+        },
+        Err(e) => {
+            tracing::warn!(model, error = %e, "production rows not exported; retraining on the training dataset");
+            DatasetRef {
+                name: training.dataset,
+                version: training.version,
+            }
+        }
     };
     let request_id = format!("drift-{alert_id}");
     let mut insert = Query::insert();
@@ -584,10 +689,7 @@ async fn retrain(
         Event::TrainingRequested(TrainingRequested {
             request_id,
             model: model.to_owned(),
-            dataset: DatasetRef {
-                name: dataset,
-                version,
-            },
+            dataset,
             trainer: policy.trainer.clone(),
             resources: policy.resources.clone(),
             priority: 0,

@@ -3,7 +3,7 @@
 //! severity. Checked whenever a report is stored; raised and resolved like the built-in rules.
 //!
 //! Metrics: `drift_share`, `dataset_drift` (1 or 0), `latency_us_mean`, `latency_us_max`,
-//! `count`, `drift.<feature>` (the feature's drift score), `prediction_drift`, and from
+//! `latency_us_p50`, `latency_us_p95`, `latency_us_p99`, `error_rate`, `errors`, `count`, `drift.<feature>` (the feature's drift score), `prediction_drift`, and from
 //! performance reports `accuracy`, `f1_macro`, `auc`, `mae`, `rmse`.
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};

@@ -135,6 +135,8 @@ pub(crate) enum Baselines {
     Version,
     LatencyUs,
     Windows,
+    /// Learned error rate (added by m0008).
+    ErrorRate,
 }
 
 /// Alert rules on report metrics.
@@ -144,4 +146,42 @@ pub(crate) enum Rules {
     Table,
     Name,
     Body,
+}
+
+/// Monitoring settings per deployment (reference, drift share, per-column methods).
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Settings {
+    #[sea_orm(iden = "monitor_settings")]
+    Table,
+    Deployment,
+    Body,
+}
+
+/// Reference profiles built from a baseline window of production traffic.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum BaselineProfiles {
+    #[sea_orm(iden = "monitor_baseline_profiles")]
+    Table,
+    Deployment,
+    Version,
+    Profile,
+    CreatedAt,
+}
+
+/// The durable, sampled join store: predictions kept for feedback that comes late, and — once
+/// labelled — the production rows a drift retraining exports.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Joinable {
+    #[sea_orm(iden = "monitor_joinable")]
+    Table,
+    RequestId,
+    Deployment,
+    Model,
+    Version,
+    Inputs,
+    Predicted,
+    Score,
+    LoggedAt,
+    GroundTruth,
+    LabelledAt,
 }

@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 
 use flywheel_data::{ColumnProfile, Profile};
-use flywheel_drift::stats;
+use flywheel_drift::sketch::QuantileSketch;
+use flywheel_drift::{Method, stats};
 use flywheel_events::payloads::{ColumnDrift, PredictionLogged};
 use serde::{Deserialize, Serialize};
+
+use crate::settings::{MonitoringSettings, ReferenceChoice};
 
 /// The pseudo-feature holding the model's predictions, judged against the training target.
 pub(crate) const PREDICTION: &str = "prediction";
@@ -50,6 +53,9 @@ pub(crate) enum FeatureWindow {
         missing: u64,
         /// Values that were not numbers.
         wrong_type: u64,
+        /// Quantiles of the values (mergeable, 1 % relative accuracy).
+        #[serde(default)]
+        sketch: QuantileSketch,
     },
     /// Counts per reference category, and of categories the reference's top list lacks.
     Categorical {
@@ -117,6 +123,12 @@ pub(crate) struct Window {
     pub latency_us_sum: u64,
     /// Largest latency, µs.
     pub latency_us_max: u64,
+    /// Latency quantiles, µs.
+    #[serde(default)]
+    pub latency: QuantileSketch,
+    /// Requests that failed on the server's side.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 fn known_categories(column: &ColumnProfile) -> Vec<String> {
@@ -155,6 +167,7 @@ impl Window {
                     counts: vec![0; numeric.histogram.counts.len() + 2],
                     missing: 0,
                     wrong_type: 0,
+                    sketch: QuantileSketch::new(),
                 }
             } else {
                 FeatureWindow::Categorical {
@@ -179,6 +192,8 @@ impl Window {
             unexpected: BTreeMap::new(),
             latency_us_sum: 0,
             latency_us_max: 0,
+            latency: QuantileSketch::new(),
+            errors: 0,
         }
     }
 
@@ -193,6 +208,11 @@ impl Window {
         self.span.last_at = now;
         self.latency_us_sum = self.latency_us_sum.saturating_add(prediction.latency_us);
         self.latency_us_max = self.latency_us_max.max(prediction.latency_us);
+        self.latency.add(prediction.latency_us as f64);
+        if prediction.error.is_some() {
+            self.errors += 1;
+            return;
+        }
         let predicted = prediction.outputs.get(PREDICTION).map(|v| (PREDICTION, v));
         let shaped = !self.features.is_empty();
         for (name, value) in prediction
@@ -215,11 +235,13 @@ impl Window {
                     counts,
                     missing,
                     wrong_type,
+                    sketch,
                 } => match value {
                     serde_json::Value::Null => *missing += 1,
                     serde_json::Value::Number(n) => match (n.as_f64(), &column.numeric) {
                         (Some(v), Some(numeric)) => {
                             counts[bin(&numeric.histogram.edges, v)] += 1;
+                            sketch.add(v);
                         }
                         _ => *wrong_type += 1,
                     },
@@ -228,6 +250,7 @@ impl Window {
                         match (text.trim().parse::<f64>(), &column.numeric) {
                             (Ok(v), Some(numeric)) => {
                                 counts[bin(&numeric.histogram.edges, v)] += 1;
+                                sketch.add(v);
                             }
                             _ => *wrong_type += 1,
                         }
@@ -299,31 +322,73 @@ pub(crate) struct Evaluation {
     pub prediction: Option<ColumnDrift>,
     /// Findings, e.g. `age: 12 values above the reference's range`.
     pub findings: Vec<String>,
+    /// Per numeric feature: its 5th, 50th and 95th percentile in the window.
+    pub quantiles: BTreeMap<String, [f64; 3]>,
 }
 
-/// Judges a window against its reference: PSI (threshold 0.1) on the reference's histogram bins
-/// for numeric features, Jensen–Shannon distance (0.1) on categories for the others — both
-/// Evidently's definitions, computed on the counts a bounded window keeps; the dataset drifts
-/// when at least `drift_share` of the features do.
+/// Judges a window against its reference: by default PSI (threshold 0.1) on the reference's
+/// histogram bins for numeric features, Jensen–Shannon distance (0.1) on categories for the
+/// others — both Evidently's definitions, computed on the counts a bounded window keeps — or
+/// the method and threshold the deployment's settings give a column; the dataset drifts when
+/// at least the drift share (the settings', else `default_share`) of the features do.
 pub(crate) fn evaluate(
     window: &Window,
     reference: Option<&Reference>,
-    drift_share: f64,
+    settings: &MonitoringSettings,
+    default_share: f64,
 ) -> Evaluation {
+    let drift_share = settings.drift_share.unwrap_or(default_share);
     let mut columns = Vec::new();
     let mut findings = Vec::new();
+    if window.errors > 0 {
+        findings.push(format!(
+            "{} of {} requests failed on the server's side",
+            window.errors, window.count
+        ));
+    }
+    let quantiles = window
+        .features
+        .iter()
+        .filter_map(|(name, feature)| match feature {
+            FeatureWindow::Numeric { sketch, .. } => Some((
+                name.clone(),
+                [
+                    sketch.quantile(0.05)?,
+                    sketch.quantile(0.5)?,
+                    sketch.quantile(0.95)?,
+                ],
+            )),
+            FeatureWindow::Categorical { .. } => None,
+        })
+        .collect();
     // A window opened before its reference was known has no bins to judge.
     let Some(reference) = reference.filter(|_| !window.features.is_empty()) else {
-        findings.push(format!(
-            "no reference profile for {} version {}: the training dataset's profile is unknown",
-            window.span.model, window.span.version
-        ));
+        findings.push(match settings.reference {
+            ReferenceChoice::Baseline { rows } => format!(
+                "no reference yet for {} version {}: gathering a baseline of its first {rows} \
+                 predictions",
+                window.span.model, window.span.version
+            ),
+            ReferenceChoice::Dataset {
+                ref dataset,
+                ref version,
+            } => format!(
+                "no reference profile for {} version {}: dataset {dataset} version {version} \
+                 is unknown to the monitor",
+                window.span.model, window.span.version
+            ),
+            ReferenceChoice::Training => format!(
+                "no reference profile for {} version {}: the training dataset's profile is unknown",
+                window.span.model, window.span.version
+            ),
+        });
         return Evaluation {
             columns,
             drift_share: 0.0,
             dataset_drift: false,
             prediction: None,
             findings,
+            quantiles,
         };
     };
     for (name, seen) in &window.unexpected {
@@ -333,11 +398,12 @@ pub(crate) fn evaluate(
         let Some(column) = reference.column(name) else {
             continue;
         };
-        let (method, reference_counts, current_counts, threshold) = match feature {
+        let (default_method, reference_counts, current_counts) = match feature {
             FeatureWindow::Numeric {
                 counts,
                 missing,
                 wrong_type,
+                ..
             } => {
                 let Some(numeric) = &column.numeric else {
                     continue;
@@ -359,10 +425,9 @@ pub(crate) fn evaluate(
                 reference_counts.extend(numeric.histogram.counts.iter().map(|c| *c as f64));
                 reference_counts.push(0.0);
                 (
-                    "psi",
+                    Method::Psi,
                     reference_counts,
                     counts.iter().map(|c| *c as f64).collect::<Vec<_>>(),
-                    0.1,
                 )
             }
             FeatureWindow::Categorical {
@@ -394,7 +459,7 @@ pub(crate) fn evaluate(
                 // Everything outside the reference's top categories, on both sides.
                 reference_counts.push(others_in_reference as f64);
                 current_counts.push(unknown_total as f64);
-                ("jensenshannon", reference_counts, current_counts, 0.1)
+                (Method::JensenShannon, reference_counts, current_counts)
             }
         };
         let total: f64 = current_counts.iter().sum();
@@ -409,18 +474,26 @@ pub(crate) fn evaluate(
             ));
             continue;
         }
-        let score = if method == "psi" {
-            stats::psi_of_counts(&reference_counts, &current_counts)
-        } else {
-            stats::jensen_shannon_of_counts(&reference_counts, &current_counts)
+        let choice = settings.columns.get(name.as_str());
+        let method = choice
+            .and_then(|c| c.method().ok().flatten())
+            .unwrap_or(default_method);
+        let threshold = choice
+            .and_then(|c| c.threshold)
+            .unwrap_or_else(|| method.default_threshold());
+        let Some((statistic, p_value)) =
+            stats::of_counts(method, &reference_counts, &current_counts)
+        else {
+            continue;
         };
+        let score = p_value.unwrap_or(statistic);
         columns.push(ColumnDrift {
             column: name.clone(),
-            method: method.into(),
-            statistic: score,
-            p_value: None,
+            method: method.name().into(),
+            statistic,
+            p_value,
             threshold,
-            drifted: score >= threshold,
+            drifted: method.drifted(score, threshold),
         });
     }
     let prediction = columns
@@ -439,6 +512,7 @@ pub(crate) fn evaluate(
         columns,
         prediction,
         findings,
+        quantiles,
     }
 }
 

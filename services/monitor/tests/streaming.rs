@@ -214,6 +214,7 @@ impl Setup {
                         .collect(),
                         latency_us,
                         shadow: false,
+                        error: None,
                     }),
                 ))
                 .await?;
@@ -481,6 +482,7 @@ fn logged(deployment: &str, model: &str, i: usize, inputs: Value) -> Event {
             .collect(),
         latency_us: 100,
         shadow: false,
+        error: None,
     })
 }
 
@@ -612,22 +614,8 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     monitor.kill();
     monitor = Isolated::start(setup.settings.clone(), flywheel_monitor::run).await?;
-    let feedback = |(request_id, positive): &(String, bool), right: bool| {
-        let truth = if *positive == right { 1 } else { 0 };
-        Envelope::new(
-            "crm",
-            "default",
-            Event::FeedbackReceived(flywheel_events::payloads::FeedbackReceived {
-                deployment: "churn-prod".into(),
-                request_id: request_id.clone(),
-                ground_truth: json!(truth),
-            }),
-        )
-    };
     // The first hundred were right: accuracy 1, no alert.
-    for outcome in &predicted[..100] {
-        setup.bus.publish(&feedback(outcome, true)).await?;
-    }
+    setup.publish_feedback(&predicted[..100], true).await?;
     let performance = async |monitor: &Isolated| -> anyhow::Result<Vec<Value>> {
         Ok(setup
             .reports(monitor)
@@ -648,9 +636,7 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
     assert_eq!(first[0]["training"]["accuracy"], 0.95, "{first:?}");
     assert!(setup.alerts(&monitor).await?.is_empty());
     // The next hundred were all wrong: a critical performance alert.
-    for outcome in &predicted[100..] {
-        setup.bus.publish(&feedback(outcome, false)).await?;
-    }
+    setup.publish_feedback(&predicted[100..], false).await?;
     wait_for("the performance alert", async || {
         Ok(setup
             .alerts(&monitor)
@@ -689,6 +675,290 @@ async fn feedback_joins_predictions_and_a_shortfall_raises_a_performance_alert()
         .context("the wrong window")?;
     assert_eq!(worst["performance"]["auc"], 0.0, "{worst}");
     monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
+
+impl Setup {
+    /// Requests to churn-prod that failed on the server's side.
+    async fn publish_failures(&self, n: usize, first: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            let event = Event::PredictionLogged(PredictionLogged {
+                deployment: "churn-prod".into(),
+                model: "churn".into(),
+                version: 1,
+                request_id: format!("failed-{}", first + i),
+                inputs: BTreeMap::new(),
+                outputs: BTreeMap::new(),
+                latency_us: 150,
+                shadow: false,
+                error: Some("model crashed".into()),
+            });
+            self.bus
+                .publish(&Envelope::new("deployer", "default", event))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ground truth for predictions; `right` says whether the model got them right.
+    async fn publish_feedback(
+        &self,
+        outcomes: &[(String, bool)],
+        right: bool,
+    ) -> anyhow::Result<()> {
+        for (request_id, positive) in outcomes {
+            let truth = if *positive == right { 1 } else { 0 };
+            self.bus
+                .publish(&Envelope::new(
+                    "crm",
+                    "default",
+                    Event::FeedbackReceived(flywheel_events::payloads::FeedbackReceived {
+                        deployment: "churn-prod".into(),
+                        request_id: request_id.clone(),
+                        ground_truth: json!(truth),
+                    }),
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["columns"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["column"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn a_production_baseline_and_per_column_methods_replace_the_defaults() -> anyhow::Result<()> {
+    let (setup, monitor, mut draws) = Setup::start(1000, &[]).await?;
+    let url = monitor.url("/api/v1/monitoring/churn-prod");
+    let refused = setup
+        .http
+        .put(&url)
+        .json(&json!({"columns": {"x1": {"method": "ks"}}}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 400);
+    let message = refused.json::<Value>().await?["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("needs the raw values")),
+        "{message}"
+    );
+    let settings = json!({
+        "reference": {"kind": "baseline", "rows": 2000},
+        "columns": {
+            "x2": {"method": "hellinger", "threshold": 0.2},
+            "plan": {"method": "chisquare", "threshold": 0.01},
+        },
+    });
+    let put = setup.http.put(&url).json(&settings).send().await?;
+    assert_eq!(put.status(), 200, "{}", put.text().await?);
+    let stored: Value = setup.http.get(&url).send().await?.json().await?;
+    assert_eq!(stored, settings);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Production starts shifted (x1 around 2.5, other plans): that is the baseline. Against
+    // the training data it would drift; against itself it does not.
+    setup
+        .publish_predictions(&mut draws, 3000, true, 0, 150)
+        .await?;
+    setup.wait_reports(&monitor, 3).await?;
+    // Then traffic moves back to the training distribution: drift against the baseline.
+    setup
+        .publish_predictions(&mut draws, 1000, false, 3000, 150)
+        .await?;
+    setup.wait_reports(&monitor, 4).await?;
+    let mut reports = setup.reports(&monitor).await?;
+    reports.sort_by_key(|r| r["window_start"].as_i64());
+    let findings = reports[0]["findings"].to_string();
+    assert!(
+        findings.contains("gathering a baseline of its first 2000 predictions"),
+        "{findings}"
+    );
+    let (same, moved) = (&reports[2], &reports[3]);
+    assert_eq!(same["dataset_drift"], false, "{same}");
+    assert_eq!(column(same, "x1")["drifted"], false, "{same}");
+    assert_eq!(moved["dataset_drift"], true, "{moved}");
+    assert_eq!(column(moved, "x1")["drifted"], true, "{moved}");
+    assert_eq!(column(moved, "plan")["drifted"], true, "{moved}");
+    assert_eq!(column(moved, "x2")["drifted"], false, "{moved}");
+    // The methods and thresholds asked for; PSI where nothing was said.
+    for report in [same, moved] {
+        assert_eq!(column(report, "x1")["method"], "psi");
+        assert_eq!(column(report, "x1")["threshold"], 0.1);
+        assert_eq!(column(report, "x2")["method"], "hellinger");
+        assert_eq!(column(report, "x2")["threshold"], 0.2);
+        assert_eq!(column(report, "plan")["method"], "chisquare");
+        assert!(column(report, "plan")["p_value"].is_f64(), "{report}");
+    }
+    // Quantile sketches: x1's median near 0 (back to the training distribution), x2's near 5.
+    let median = |name: &str| moved["quantiles"][name][1].as_f64().unwrap_or(f64::NAN);
+    assert!(median("x1").abs() < 0.2, "{moved}");
+    assert!((median("x2") - 5.0).abs() < 0.4, "{moved}");
+    assert_eq!(
+        moved["latency_us_p50"].as_f64().map(f64::round),
+        Some(150.0)
+    );
+    monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failing_requests_raise_an_error_rate_alert_against_the_learned_rate() -> anyhow::Result<()>
+{
+    let (setup, monitor, mut draws) = Setup::start(1000, &[]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Three windows with 1 % failures teach the rate; the fourth has 30 %.
+    for w in 0..3 {
+        setup
+            .publish_predictions(&mut draws, 990, false, w * 1000, 150)
+            .await?;
+        setup.publish_failures(10, w * 1000).await?;
+    }
+    setup.wait_reports(&monitor, 3).await?;
+    assert!(setup.alerts(&monitor).await?.is_empty());
+    setup
+        .publish_predictions(&mut draws, 700, false, 3000, 150)
+        .await?;
+    setup.publish_failures(300, 3000).await?;
+    wait_for("the error-rate alert", async || {
+        Ok(setup
+            .alerts(&monitor)
+            .await?
+            .iter()
+            .any(|a| a["rule"] == "error_rate"))
+    })
+    .await?;
+    let alerts = setup.alerts(&monitor).await?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert!(
+        alerts[0]["message"].as_str().is_some_and(
+            |m| m.contains("30.0 % of requests") && m.contains("learned error rate is 1.0 %")
+        ),
+        "{alerts:?}"
+    );
+    let reports = setup.reports(&monitor).await?;
+    let worst = reports
+        .iter()
+        .find(|r| r["errors"] == 300)
+        .context("the failing window")?;
+    assert_eq!(worst["error_rate"], 0.3);
+    assert_eq!(worst["count"], 1000);
+    assert!(
+        worst["findings"]
+            .to_string()
+            .contains("300 of 1000 requests failed"),
+        "{worst}"
+    );
+    monitor.stop().await?;
+    flywheel_testkit::cleanup_bus(&setup.bus).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn late_feedback_joins_from_the_store_and_retraining_exports_production_rows()
+-> anyhow::Result<()> {
+    // A registry on the same bus and bucket, for the export.
+    let registry_settings = {
+        let mut settings = ServiceSettings::defaults_for("registry", 0);
+        settings.db = flywheel_testkit::fresh_postgres().await?;
+        settings
+    };
+    let (setup, mut monitor, mut draws) = Setup::start(
+        300,
+        &[
+            ("performance_window", "300"),
+            // Memory holds 50 predictions awaiting feedback; the store keeps the rest.
+            ("feedback_pending_max", "50"),
+            ("join_store_per_second", "100000"),
+            ("export_min_rows", "100"),
+        ],
+    )
+    .await?;
+    let registry = {
+        let mut settings = registry_settings;
+        settings.bus = setup.settings.bus.clone();
+        settings.artifacts = setup.settings.artifacts.clone();
+        flywheel_testkit::service::InProcess::start(settings, flywheel_registry::run).await?
+    };
+    // The monitor must know where the registry is: restart it with the address.
+    monitor.kill();
+    let mut settings = setup.settings.clone();
+    settings
+        .service
+        .insert("registry_url".into(), registry.url(""));
+    monitor = Isolated::start(settings, flywheel_monitor::run).await?;
+    let policy = setup
+        .http
+        .put(monitor.url("/api/v1/policies/churn"))
+        .json(&json!({"trainer": {"kind": "builtin", "name": "logistic_regression", "params": {"target": "label"}}}))
+        .send()
+        .await?;
+    assert_eq!(policy.status(), 200, "{}", policy.text().await?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let predicted = setup
+        .publish_predictions(&mut draws, 300, false, 0, 150)
+        .await?;
+    setup.wait_reports(&monitor, 1).await?;
+    // All 300 labels come after their predictions left memory (all but the last 50).
+    setup.publish_feedback(&predicted, true).await?;
+    let performance = async || -> anyhow::Result<Vec<Value>> {
+        Ok(setup
+            .reports(&monitor)
+            .await?
+            .into_iter()
+            .filter(|r| r["kind"] == "performance")
+            .collect())
+    };
+    wait_for("a performance report", async || {
+        Ok(!performance().await?.is_empty())
+    })
+    .await?;
+    let report = &performance().await?[0];
+    assert_eq!(report["count"], 300, "every label joined once: {report}");
+    assert_eq!(report["performance"]["accuracy"], 1.0, "{report}");
+
+    // Drift: the retraining trains on the labelled production rows.
+    setup
+        .publish_predictions(&mut draws, 300, true, 300, 150)
+        .await?;
+    let mut requests = Vec::new();
+    wait_for("training.requested", async || {
+        requests = setup.training_requests().await?;
+        Ok(!requests.is_empty())
+    })
+    .await?;
+    let dataset = &requests[0].dataset;
+    assert_eq!(dataset.name, "training-production");
+    let version: Value = setup
+        .http
+        .get(registry.url(&format!(
+            "/api/v1/datasets/training-production/versions/{}",
+            dataset.version
+        )))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(version["row_count"], 300, "{version}");
+    let columns: Vec<&str> = version["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["plan", "x1", "x2", "label"], "{version}");
+    monitor.stop().await?;
+    registry.stop().await?;
     flywheel_testkit::cleanup_bus(&setup.bus).await;
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct PredictionLogged {
     /// Whether the answer came from a shadow copy.
     #[serde(default)]
     pub shadow: bool,
+    /// Why the request failed on the server's side (no inputs or outputs then); absent when it
+    /// was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `feedback.received`: ground truth for an earlier prediction.
