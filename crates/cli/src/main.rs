@@ -2,6 +2,9 @@
 //! 1 the answer is bad news (a service down, a dataset drifted with `--fail-on-drift`), 2 the
 //! command could not be carried out (unreachable service, bad file, refused request).
 
+mod demo;
+mod up;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -69,6 +72,9 @@ struct Urls {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run all five services in this process (SQLite and local files under --dir; NATS at
+    /// FLYWHEEL__BUS__URL, started when it is the local default and not running).
+    Up(up::UpArgs),
     /// Whether every service is up and ready (exit 1 when one is not).
     Status,
     /// Compare two datasets the way Evidently does: CSV files, or `name@version` of registered
@@ -166,6 +172,23 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
         .build()?;
     let urls = &cli.urls;
     match cli.command {
+        Command::Up(args) => {
+            let shutdown = flywheel_runtime::shutdown::on_signals();
+            // Warnings only on the terminal, so the URLs and the demo's progress stand out
+            // (`FLYWHEEL__TELEMETRY__LOG_LEVEL` or `RUST_LOG` ask for more).
+            let telemetry = flywheel_runtime::telemetry::init(
+                &flywheel_runtime::TelemetryConfig {
+                    log_level: std::env::var("FLYWHEEL__TELEMETRY__LOG_LEVEL")
+                        .unwrap_or_else(|_| "warn".into()),
+                    ..flywheel_runtime::TelemetryConfig::default()
+                },
+                "flywheel",
+            )?;
+            let outcome = up::run(args, shutdown).await;
+            telemetry.shutdown().await;
+            outcome.map_err(|e| Failure(format!("{e:#}")))?;
+            Ok(true)
+        }
         Command::Status => {
             let services = [
                 ("registry", &urls.registry_url),
@@ -287,8 +310,10 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
+    // One TLS crypto provider for the process, whatever a dependency turns on.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,117 @@
+//! `flywheel up --demo` as a user runs it (the binary, all five services in its process, on a
+//! temporary directory and free ports, against the test NATS): the loop closes — drift raised,
+//! a retraining on the labelled production rows, version 2 rolled out as a canary and
+//! promoted — within a bounded time, asserted on the events the platform published; Ctrl-C
+//! (SIGTERM) then stops everything cleanly.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use flywheel_bus::Bus;
+use flywheel_events::Event;
+use flywheel_events::payloads::TrainingReason;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_demo_closes_the_loop_from_drift_to_a_promoted_retrained_version() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let bus_config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(["up", "--demo", "--base-port", "0", "--dir"])
+        .arg(dir.path())
+        .env("FLYWHEEL__BUS__URL", &bus_config.url)
+        .env("FLYWHEEL__BUS__PREFIX", &bus_config.prefix)
+        .env("FLYWHEEL__BUS__EVENTS_MAX_AGE_SECS", "3600")
+        .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
+        .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
+        .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut progress = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(420), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("demo:") {
+                eprintln!("{line}");
+                progress.push(line.clone());
+            }
+            if line.starts_with("demo: the loop is closed:") {
+                return Ok::<_, anyhow::Error>(true);
+            }
+            if line.starts_with("flywheel:") {
+                anyhow::bail!("flywheel up failed: {line}");
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .context("the loop did not close within 7 minutes")??;
+    assert!(closed, "flywheel up ended early: {progress:?}");
+
+    let bus = Bus::connect(&bus_config, "test").await?;
+    let events = flywheel_testkit::events(&bus).await?;
+    let registered: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ModelVersionRegistered(v) if v.model == "churn" => Some(v.version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered, [1, 2]);
+    let requests: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainingRequested(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let drift: Vec<_> = requests
+        .iter()
+        .filter(|r| r.reason == TrainingReason::Drift)
+        .collect();
+    assert_eq!(drift.len(), 1, "one retraining: {requests:?}");
+    assert_eq!(
+        drift[0].dataset.name, "customers-production",
+        "retrained on the labelled production rows"
+    );
+    let position = |check: &dyn Fn(&Event) -> bool| events.iter().position(check);
+    let alert = position(&|e| matches!(e, Event::MonitorAlertRaised(a) if a.rule == "data_drift"))
+        .context("a drift alert")?;
+    let retraining = position(
+        &|e| matches!(e, Event::TrainingRequested(r) if r.reason == TrainingReason::Drift),
+    )
+    .context("the retraining")?;
+    let canary = position(&|e| {
+        matches!(e, Event::DeploymentTrafficShifted(t)
+            if t.splits.iter().any(|s| s.version == 2 && s.percent > 0 && s.percent < 100))
+    })
+    .context("version 2 as a canary")?;
+    let promoted = position(&|e| matches!(e, Event::DeploymentRolledOut(r) if r.version == 2))
+        .context("version 2 promoted")?;
+    assert!(
+        alert < retraining && retraining < canary && canary < promoted,
+        "in order: alert {alert}, retraining {retraining}, canary {canary}, promoted {promoted}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DeploymentRolledBack(_))),
+        "nothing rolled back"
+    );
+
+    // Ctrl-C: everything stops cleanly.
+    let pid = child.id().context("pid")?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .context("flywheel up did not stop within 30 s of SIGTERM")??;
+    assert!(status.success(), "{status}");
+    flywheel_testkit::cleanup_bus(&bus).await;
+    Ok(())
+}
