@@ -28,6 +28,9 @@ pub enum RegistryError {
     /// Artifact storage failed.
     #[error(transparent)]
     Artifacts(flywheel_artifacts::ArtifactError),
+    /// A dependency (the bus) cannot serve the request now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<flywheel_artifacts::ArtifactError> for RegistryError {
@@ -61,6 +64,7 @@ impl RegistryError {
             RegistryError::InvalidParameter(_) => ErrorCode::BadRequest,
             RegistryError::Forbidden(_) => ErrorCode::Forbidden,
             RegistryError::Refused(_) => ErrorCode::Unprocessable,
+            RegistryError::Unavailable(_) => ErrorCode::Unavailable,
             RegistryError::Db(_) | RegistryError::Artifacts(_) => ErrorCode::Internal,
         }
     }

@@ -4,6 +4,7 @@
 //! native `/api/v1` arrive in the rest of the registry issue.
 
 mod api;
+mod dashboard;
 pub mod datasets;
 mod error;
 mod jobs;
@@ -64,6 +65,11 @@ pub async fn run(
             readmodels::handle(state.clone(), delivery)
         });
     }
-    kit.mount(mlflow::router().merge(api::router()).with_state(state));
+    kit.mount(
+        mlflow::router()
+            .merge(api::router())
+            .merge(dashboard::router())
+            .with_state(state),
+    );
     kit.run_until_shutdown().await
 }

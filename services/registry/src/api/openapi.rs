@@ -284,6 +284,27 @@ pub(crate) fn document() -> Value {
     }
     doc.operation(
         "get",
+        "/api/v1/overview",
+        "Counts of the loop for the dashboard: datasets, models, jobs and deployments by status, open alerts",
+        None,
+        (200, Some(json!({"type": "object", "properties": {
+            "datasets": {"type": "integer"}, "dataset_versions": {"type": "integer"},
+            "models": {"type": "integer"}, "model_versions": {"type": "integer"},
+            "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "deployments": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "open_alerts": {"type": "integer"}}}))),
+        &[],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/events/stream",
+        "Every domain event as it is published (server-sent events named by event type; data: the JSON envelope)",
+        None,
+        (200, None),
+        &[503],
+    );
+    doc.operation(
+        "get",
         "/api/v1/openapi.json",
         "This document",
         None,

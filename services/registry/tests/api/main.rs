@@ -24,6 +24,7 @@ macro_rules! on_both_backends {
 }
 
 mod client;
+mod dashboard;
 mod datasets;
 mod governance;
 mod helpers;

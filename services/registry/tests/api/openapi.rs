@@ -43,6 +43,7 @@ async fn openapi_document_is_valid_and_complete() -> anyhow::Result<()> {
         "/api/v1/jobs",
         "/api/v1/deployments",
         "/api/v1/alerts",
+        "/api/v1/overview",
         "/api/v1/openapi.json",
         "/api/v1/models/{name}/versions/{version}/lineage",
     ] {
