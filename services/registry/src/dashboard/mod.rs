@@ -121,7 +121,7 @@ pub(crate) async fn counts(state: &AppState) -> Result<Overview> {
         open_alerts: count(
             db,
             Alerts::Table,
-            Some(Expr::col(Alerts::Status).eq("raised")),
+            Some(Expr::col(Alerts::Status).eq("open")),
         )
         .await?,
     })

@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use flywheel_bus::Bus;
+use flywheel_events::payloads::MonitorAlertRaised;
+use flywheel_events::{Envelope, Event};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -82,5 +85,33 @@ async fn dashboard_serves_the_overview_and_streams_events(r: &Registry) -> anyho
     let after = overview(r).await?;
     assert_eq!(after["datasets"], 1, "{after}");
     assert_eq!(after["dataset_versions"], 1, "{after}");
+
+    // An alert raised on the bus is counted open.
+    let bus = Bus::connect(&flywheel_testkit::bus_config(&r.prefix), "monitor").await?;
+    bus.publish(&Envelope::new(
+        "monitor",
+        "default",
+        Event::MonitorAlertRaised(MonitorAlertRaised {
+            alert_id: "a1".into(),
+            rule: "data_drift".into(),
+            deployment: "churn".into(),
+            severity: "warning".into(),
+            message: "age drifted".into(),
+            report_id: None,
+        }),
+    ))
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = overview(r).await?;
+        if now["open_alerts"] == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the open alert was not counted: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
