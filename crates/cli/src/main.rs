@@ -3,6 +3,7 @@
 //! command could not be carried out (unreachable service, bad file, refused request).
 
 mod demo;
+mod operations;
 mod up;
 
 use std::process::ExitCode;
@@ -88,11 +89,41 @@ enum Command {
         #[arg(long)]
         fail_on_drift: bool,
     },
+    /// Datasets: push a file as a version, show a dataset's versions.
+    #[command(subcommand)]
+    Dataset(operations::DatasetCommand),
+    /// Training jobs: list, cancel.
+    #[command(subcommand)]
+    Jobs(operations::JobsCommand),
+    /// Predict with a deployment from a CSV or JSON file of records.
+    Predict {
+        /// The deployment.
+        deployment: String,
+        /// The records (`.csv`, or JSON: a list of objects).
+        file: String,
+    },
+    /// The live event stream.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// The monitor's alerts.
     Alerts {
         /// Only this deployment's.
         #[arg(long)]
         deployment: Option<String>,
+    },
+}
+
+/// The event stream.
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print events as they are published, one line each (`--json`: the envelopes).
+    Tail {
+        /// Only event types starting with this, e.g. `deployment.` or `training.job`.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -279,6 +310,14 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 }
             }
             Ok(!(fail_on_drift && drifted))
+        }
+        Command::Dataset(command) => operations::dataset(&http, urls, cli.json, command).await,
+        Command::Jobs(command) => operations::jobs(&http, urls, cli.json, command).await,
+        Command::Predict { deployment, file } => {
+            operations::predict(&http, urls, cli.json, &deployment, &file).await
+        }
+        Command::Events(EventsCommand::Tail { kind, count }) => {
+            operations::tail(urls, cli.json, kind.as_deref(), count).await
         }
         Command::Alerts { deployment } => {
             let mut url = format!("{}/api/v1/alerts", urls.monitor_url.trim_end_matches('/'));

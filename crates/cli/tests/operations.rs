@@ -1,0 +1,200 @@
+//! The everyday subcommands against a running `flywheel up` (the binary, on free ports and a
+//! temporary directory, against the test NATS): datasets pushed and shown, jobs listed and a
+//! missing one refused, predictions refused for an unknown deployment, the live event stream
+//! tailed — tables by default, JSON on request, exit 2 with one line on failure.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// A `flywheel up` child and its services' URLs.
+struct Platform {
+    child: tokio::process::Child,
+    urls: Vec<(String, String)>,
+    bus: flywheel_bus::BusConfig,
+    _dir: tempfile::TempDir,
+}
+
+impl Platform {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let bus = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+            .args(["up", "--base-port", "0", "--dir"])
+            .arg(dir.path())
+            .env("FLYWHEEL__BUS__URL", &bus.url)
+            .env("FLYWHEEL__BUS__PREFIX", &bus.prefix)
+            .env("FLYWHEEL__BUS__EVENTS_MAX_AGE_SECS", "3600")
+            .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
+            .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
+            .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let mut urls = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                let mut words = line.split_whitespace();
+                if let (Some(name), Some(url)) = (words.next(), words.next()) {
+                    if name == "dashboard" {
+                        return anyhow::Ok(());
+                    }
+                    urls.push((name.to_owned(), url.to_owned()));
+                }
+            }
+            anyhow::bail!("flywheel up ended before printing its URLs")
+        })
+        .await
+        .context("flywheel up printed no URLs within a minute")??;
+        let platform = Self {
+            child,
+            urls,
+            bus,
+            _dir: dir,
+        };
+        let http = reqwest::Client::new();
+        for (name, url) in &platform.urls {
+            flywheel_testkit::wait_for(
+                &format!("the {name}"),
+                Duration::from_secs(60),
+                async || {
+                    Ok(http
+                        .get(format!("{url}/readyz"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()))
+                },
+            )
+            .await?;
+        }
+        Ok(platform)
+    }
+
+    /// Runs `flywheel` with the platform's URLs.
+    async fn flywheel(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"));
+        for (name, url) in &self.urls {
+            let flag = match name.as_str() {
+                "trainer-runner" => "--runner-url".to_owned(),
+                other => format!("--{other}-url"),
+            };
+            command.args([flag.as_str(), url.as_str()]);
+        }
+        Ok(command.args(args).output().await?)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("pid")?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        anyhow::ensure!(status.success(), "flywheel up exited with {status}");
+        let bus = flywheel_bus::Bus::connect(&self.bus, "test").await?;
+        flywheel_testkit::cleanup_bus(&bus).await;
+        Ok(())
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datasets_jobs_predictions_and_events_from_the_command_line() -> anyhow::Result<()> {
+    let platform = Platform::start().await?;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, "age,plan,churned\n31,pro,0\n45,basic,1\n52,team,0\n")?;
+    let csv = csv.display().to_string();
+
+    // The event stream, tailed while a dataset is pushed.
+    let tail = {
+        let urls = platform.urls.clone();
+        tokio::spawn(async move {
+            let registry = &urls
+                .iter()
+                .find(|(n, _)| n == "registry")
+                .context("registry")?
+                .1;
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+                .args([
+                    "--registry-url",
+                    registry,
+                    "events",
+                    "tail",
+                    "--type",
+                    "dataset.",
+                    "--count",
+                    "1",
+                ])
+                .output();
+            anyhow::Ok(tokio::time::timeout(Duration::from_secs(30), output).await??)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let pushed = platform
+        .flywheel(&["dataset", "push", &csv, "--name", "customers"])
+        .await?;
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let table = text(&pushed);
+    assert!(
+        table.contains("customers") && table.contains("sha256"),
+        "{table}"
+    );
+    let tailed = tail.await??;
+    assert!(tailed.status.success(), "{}", text(&tailed));
+    let line = String::from_utf8(tailed.stdout)?;
+    assert!(
+        line.contains("dataset.version.created") && line.contains("customers"),
+        "{line}"
+    );
+
+    let shown = platform
+        .flywheel(&["--json", "dataset", "show", "customers"])
+        .await?;
+    assert!(shown.status.success(), "{}", text(&shown));
+    let versions: Value = serde_json::from_slice(&shown.stdout)?;
+    assert_eq!(versions[0]["row_count"], 3, "{versions}");
+
+    let jobs = platform.flywheel(&["jobs", "list"]).await?;
+    assert!(jobs.status.success(), "{}", text(&jobs));
+    assert!(
+        text(&jobs).contains("status"),
+        "a table header: {}",
+        text(&jobs)
+    );
+
+    // Failures: one line, exit 2, saying what went wrong.
+    let cancel = platform
+        .flywheel(&["jobs", "cancel", "no-such-job"])
+        .await?;
+    assert_eq!(cancel.status.code(), Some(2), "{}", text(&cancel));
+    assert!(
+        text(&cancel).starts_with("flywheel: the scheduler refused"),
+        "{}",
+        text(&cancel)
+    );
+    let predict = platform.flywheel(&["predict", "nowhere", &csv]).await?;
+    assert_eq!(predict.status.code(), Some(2), "{}", text(&predict));
+    assert!(text(&predict).contains("nowhere"), "{}", text(&predict));
+    let missing = platform
+        .flywheel(&["dataset", "push", "/no/such.csv", "--name", "x"])
+        .await?;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("cannot read /no/such.csv"),
+        "{}",
+        text(&missing)
+    );
+    platform.stop().await
+}
