@@ -4,6 +4,7 @@
 
 mod demo;
 mod operations;
+mod train;
 mod up;
 
 use std::process::ExitCode;
@@ -92,6 +93,8 @@ enum Command {
     /// Datasets: push a file as a version, show a dataset's versions.
     #[command(subcommand)]
     Dataset(operations::DatasetCommand),
+    /// Train a model and follow the job (`--detach`: just queue it).
+    Train(train::TrainArgs),
     /// Training jobs: list, cancel.
     #[command(subcommand)]
     Jobs(operations::JobsCommand),
@@ -313,6 +316,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
         }
         Command::Dataset(command) => operations::dataset(&http, urls, cli.json, command).await,
         Command::Jobs(command) => operations::jobs(&http, urls, cli.json, command).await,
+        Command::Train(args) => train::train(&http, urls, cli.json, args).await,
         Command::Predict { deployment, file } => {
             operations::predict(&http, urls, cli.json, &deployment, &file).await
         }

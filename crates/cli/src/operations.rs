@@ -258,6 +258,61 @@ pub(crate) async fn predict(
     Ok(true)
 }
 
+/// The registry's live event stream, envelope by envelope.
+pub(crate) struct EventStream {
+    chunks: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl EventStream {
+    /// Connects to `GET /api/v1/events/stream`.
+    pub(crate) async fn open(urls: &Urls) -> Result<Self, Failure> {
+        // No overall timeout: the stream lasts as long as it is wanted.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let url = format!("{}/api/v1/events/stream", base(&urls.registry_url));
+        let response = http.get(&url).send().await.map_err(|e| {
+            Failure(format!(
+                "cannot reach the registry: {e} (is it running? `flywheel up` starts Flywheel; --registry-url points elsewhere)"
+            ))
+        })?;
+        if !response.status().is_success() {
+            return Err(Failure(format!(
+                "the registry refused the event stream (HTTP {})",
+                response.status()
+            )));
+        }
+        Ok(Self {
+            chunks: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event's envelope (JSON), as text and parsed.
+    pub(crate) async fn next(&mut self) -> Result<(String, Value), Failure> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                // Keep-alive comments carry no data.
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: "))
+                    && let Ok(envelope) = serde_json::from_str::<Value>(data)
+                {
+                    return Ok((data.to_owned(), envelope));
+                }
+            }
+            match self.chunks.next().await {
+                Some(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk?)),
+                None => {
+                    return Err(Failure(
+                        "the event stream ended (the registry stopped?)".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// `flywheel events tail`: the live event stream, one line per event, until Ctrl-C (or
 /// `count` events).
 pub(crate) async fn tail(
@@ -266,64 +321,35 @@ pub(crate) async fn tail(
     filter: Option<&str>,
     count: Option<u64>,
 ) -> Result<bool, Failure> {
-    // No overall timeout: the stream lasts as long as the user wants it.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
-    let url = format!("{}/api/v1/events/stream", base(&urls.registry_url));
-    let response = http.get(&url).send().await.map_err(|e| {
-        Failure(format!(
-            "cannot reach the registry: {e} (is it running? `flywheel up` starts Flywheel; --registry-url points elsewhere)"
-        ))
-    })?;
-    if !response.status().is_success() {
-        return Err(Failure(format!(
-            "the registry refused the event stream (HTTP {})",
-            response.status()
-        )));
-    }
-    eprintln!("listening on {url} (Ctrl-C stops)");
-    let mut chunks = response.bytes_stream();
-    let mut buffer = String::new();
+    let mut events = EventStream::open(urls).await?;
+    eprintln!("listening to {} (Ctrl-C stops)", base(&urls.registry_url));
     let mut shown = 0u64;
-    while let Some(chunk) = chunks.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue; // a keep-alive comment
-            };
-            let Ok(envelope) = serde_json::from_str::<Value>(data) else {
-                continue;
-            };
-            let kind = envelope["type"].as_str().unwrap_or_default();
-            if filter.is_some_and(|f| !kind.starts_with(f)) {
-                continue;
-            }
-            if json_out {
-                println!("{data}");
-            } else {
-                let payload = &envelope["payload"];
-                let subject = ["model", "deployment", "dataset", "job_id"]
-                    .iter()
-                    .find_map(|k| payload[*k].as_str())
-                    .unwrap_or_default();
-                let version = payload["version"]
-                    .as_u64()
-                    .map(|v| format!(" v{v}"))
-                    .unwrap_or_default();
-                println!(
-                    "{}  {kind:<32} {subject}{version}",
-                    envelope["time"].as_str().unwrap_or_default()
-                );
-            }
-            shown += 1;
-            if count.is_some_and(|c| shown >= c) {
-                return Ok(true);
-            }
+    loop {
+        let (data, envelope) = events.next().await?;
+        let kind = envelope["type"].as_str().unwrap_or_default();
+        if filter.is_some_and(|f| !kind.starts_with(f)) {
+            continue;
+        }
+        if json_out {
+            println!("{data}");
+        } else {
+            let payload = &envelope["payload"];
+            let subject = ["model", "deployment", "dataset", "job_id"]
+                .iter()
+                .find_map(|k| payload[*k].as_str())
+                .unwrap_or_default();
+            let version = payload["version"]
+                .as_u64()
+                .map(|v| format!(" v{v}"))
+                .unwrap_or_default();
+            println!(
+                "{}  {kind:<32} {subject}{version}",
+                envelope["time"].as_str().unwrap_or_default()
+            );
+        }
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(true);
         }
     }
-    Err(Failure(
-        "the event stream ended (the registry stopped?)".into(),
-    ))
 }

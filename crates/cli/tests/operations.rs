@@ -174,6 +174,65 @@ async fn datasets_jobs_predictions_and_events_from_the_command_line() -> anyhow:
         text(&jobs)
     );
 
+    // Training, followed to the end: the metrics as a table.
+    let mut rows = String::from("x,plan,churned\n");
+    for i in 0..200 {
+        let x = (i % 17) as f64 - 8.0;
+        let plan = ["basic", "pro", "team"][i % 3];
+        rows.push_str(&format!("{x},{plan},{}\n", u8::from(x > 0.5)));
+    }
+    let data = dir.path().join("train.csv");
+    std::fs::write(&data, rows)?;
+    let data = data.display().to_string();
+    let pushed = platform
+        .flywheel(&["dataset", "push", &data, "--name", "accounts"])
+        .await?;
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let trained = platform
+        .flywheel(&[
+            "train",
+            "--model",
+            "churn",
+            "--dataset",
+            "accounts",
+            "--param",
+            "target=churned",
+        ])
+        .await?;
+    assert!(trained.status.success(), "{}", text(&trained));
+    let report = text(&trained);
+    assert!(
+        report.contains("accuracy") && report.contains("completed"),
+        "{report}"
+    );
+    let detached = platform
+        .flywheel(&[
+            "train",
+            "--detach",
+            "--model",
+            "churn",
+            "--dataset",
+            "accounts",
+            "--param",
+            "target=churned",
+        ])
+        .await?;
+    assert!(detached.status.success(), "{}", text(&detached));
+    let job_id = String::from_utf8(detached.stdout)?.trim().to_owned();
+    let listed = platform.flywheel(&["--json", "jobs", "list"]).await?;
+    let jobs: Value = serde_json::from_slice(&listed.stdout)?;
+    assert!(
+        jobs.as_array()
+            .into_iter()
+            .flatten()
+            .any(|j| j["job_id"] == job_id.as_str()),
+        "{job_id} in {jobs}"
+    );
+    let nothing = platform
+        .flywheel(&["train", "--model", "churn", "--dataset", "nothing-here"])
+        .await?;
+    assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
+
     // Failures: one line, exit 2, saying what went wrong.
     let cancel = platform
         .flywheel(&["jobs", "cancel", "no-such-job"])
