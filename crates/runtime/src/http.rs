@@ -303,17 +303,26 @@ pub fn app(
         .route("/readyz", get(readyz))
         .with_state(readiness)
         .route("/metrics", get(metrics_text));
-    health
+    // Probes are not traced: a not-ready 503 while a service starts is an answer, not a failure
+    // (and orchestrators probe every few seconds).
+    let traced = Router::new()
         .fallback(dispatch)
         .with_state(mount)
-        .layer(axum::middleware::from_fn(move |req, next| track(service, req, next)))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(config.request_timeout_secs)))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request| {
             let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", service, method = %request.method(), uri = %request.uri().path(), request_id = %id)
+        }));
+    health
+        .merge(traced)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            track(service, req, next)
         }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn(json_errors))
 }
