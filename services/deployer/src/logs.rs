@@ -26,6 +26,38 @@ fn value(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The `prediction.logged` of one row answered (or failed) by a loaded version.
+fn logged(
+    loaded: &Loaded,
+    request_id: String,
+    inputs: BTreeMap<String, serde_json::Value>,
+    outputs: BTreeMap<String, serde_json::Value>,
+    latency: Duration,
+    shadow: bool,
+    error: Option<String>,
+) -> Event {
+    Event::PredictionLogged(PredictionLogged {
+        deployment: loaded.deployment.clone(),
+        model: loaded.model_name.clone(),
+        version: loaded.version,
+        request_id,
+        inputs,
+        outputs,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        shadow,
+        error,
+    })
+}
+
+/// A row's request id: the request's own for one row, `<id>/<row>` for several.
+fn row_request_id(request_id: &str, rows: usize, row: usize) -> String {
+    if rows == 1 {
+        request_id.to_owned()
+    } else {
+        format!("{request_id}/{row}")
+    }
+}
+
 /// Whether this request's predictions are logged (`service.prediction_log_sample_rate`).
 fn sampled(state: &AppState) -> bool {
     let rate = state.log_sample_rate;
@@ -45,7 +77,6 @@ pub(crate) fn log(
     if !sampled(state) {
         return;
     }
-    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     let crate::serving::Served::Flywheel(model) = &loaded.served else {
         return;
     };
@@ -70,23 +101,11 @@ pub(crate) fn log(
                 serde_json::json!(prediction.probabilities),
             );
         }
-        let request_id = if rows.len() == 1 {
-            request_id.to_owned()
-        } else {
-            format!("{request_id}/{i}")
-        };
-        let event = Event::PredictionLogged(PredictionLogged {
-            deployment: loaded.deployment.clone(),
-            model: loaded.model_name.clone(),
-            version: loaded.version,
-            request_id,
-            inputs,
-            outputs,
-            latency_us,
-            shadow,
-            error: None,
-        });
-        queue(state, event);
+        let request_id = row_request_id(request_id, rows.len(), i);
+        queue(
+            state,
+            logged(loaded, request_id, inputs, outputs, latency, shadow, None),
+        );
     }
 }
 
@@ -96,19 +115,18 @@ pub(crate) fn log_failure(state: &AppState, loaded: &Loaded, latency: Duration, 
     if !sampled(state) {
         return;
     }
+    let request_id = uuid::Uuid::now_v7().to_string();
     queue(
         state,
-        Event::PredictionLogged(PredictionLogged {
-            deployment: loaded.deployment.clone(),
-            model: loaded.model_name.clone(),
-            version: loaded.version,
-            request_id: uuid::Uuid::now_v7().to_string(),
-            inputs: BTreeMap::new(),
-            outputs: BTreeMap::new(),
-            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            shadow: false,
-            error: Some(error.to_owned()),
-        }),
+        logged(
+            loaded,
+            request_id,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            latency,
+            false,
+            Some(error.to_owned()),
+        ),
     );
 }
 
@@ -140,7 +158,6 @@ pub(crate) fn log_tensors(
         return;
     }
     let rows = input.len().checked_div(width).unwrap_or(0);
-    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     for i in 0..rows {
         let mut inputs = BTreeMap::new();
         inputs.insert(
@@ -162,24 +179,10 @@ pub(crate) fn log_tensors(
             };
             per_row.insert(name.to_owned(), value);
         }
-        let request_id = if rows == 1 {
-            request_id.to_owned()
-        } else {
-            format!("{request_id}/{i}")
-        };
+        let request_id = row_request_id(request_id, rows, i);
         queue(
             state,
-            Event::PredictionLogged(PredictionLogged {
-                deployment: loaded.deployment.clone(),
-                model: loaded.model_name.clone(),
-                version: loaded.version,
-                request_id,
-                inputs,
-                outputs: per_row,
-                latency_us,
-                shadow,
-                error: None,
-            }),
+            logged(loaded, request_id, inputs, per_row, latency, shadow, None),
         );
     }
 }

@@ -148,12 +148,12 @@ impl References {
         model: &str,
         version: u32,
     ) -> Option<Arc<Reference>> {
-        let now = now_millis();
         let entry = self.deployment(state, deployment).await?;
-        // Looked up per prediction: no allocation on a hit.
+        // Looked up per prediction: no allocation (nor clock read) on a hit.
         if let Some(reference) = entry.versions.get(&version) {
             return Some(reference.clone());
         }
+        let now = now_millis();
         if entry
             .missing
             .get(&version)
