@@ -61,11 +61,14 @@ impl Bus {
 
     async fn provision_stream(&self, kind: StreamKind) -> Result<()> {
         let wanted = self.stream_config(kind);
-        let mut stream = self
-            .jetstream
-            .get_or_create_stream(wanted.clone())
-            .await
-            .map_err(|e| BusError::Jetstream(format!("create stream {}: {e}", wanted.name)))?;
+        let mut stream = match self.jetstream.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => stream,
+            // Services starting together race to create it; NATS 2.9 answers the loser with
+            // "subjects overlap" rather than "exists". The winner's stream is the one we want.
+            Err(create) => self.jetstream.get_stream(&wanted.name).await.map_err(|_| {
+                BusError::Jetstream(format!("create stream {}: {create}", wanted.name))
+            })?,
+        };
         let info = stream
             .info()
             .await

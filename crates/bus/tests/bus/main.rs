@@ -493,6 +493,42 @@ async fn provisioning_is_idempotent_and_applies_new_limits() -> anyhow::Result<(
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn services_starting_together_all_provision_the_streams() -> anyhow::Result<()> {
+    // `flywheel up` starts five services at once on a fresh server: they race to create
+    // the same streams, and every one of them must come up.
+    let config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
+    let mut buses = Vec::new();
+    for i in 0..6 {
+        buses.push(Bus::connect(&config, &format!("racer-{i}")).await?);
+    }
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(buses.len()));
+    let mut starting = tokio::task::JoinSet::new();
+    for bus in buses.clone() {
+        let go = go.clone();
+        starting.spawn(async move {
+            go.wait().await;
+            bus.provision().await
+        });
+    }
+    while let Some(provisioned) = starting.join_next().await {
+        provisioned??;
+    }
+    let bus = &buses[0];
+    for kind in StreamKind::ALL {
+        let stream = bus
+            .jetstream()
+            .get_stream(bus.subjects().stream(kind))
+            .await?;
+        assert_eq!(
+            stream.cached_info().config.subjects,
+            bus.subjects().stream_subjects(kind)
+        );
+    }
+    cleanup_bus(bus).await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn oversized_messages_are_refused_before_sending() -> anyhow::Result<()> {
     let bus = test_bus("huge").await?;
