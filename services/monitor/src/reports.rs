@@ -90,6 +90,7 @@ fn report_created(
         dataset_drift: false,
         columns: Vec::new(),
         metrics,
+        histograms: Vec::new(),
     }
 }
 
@@ -215,6 +216,7 @@ pub(crate) async fn close(
             drift_share: evaluation.drift_share,
             dataset_drift: evaluation.dataset_drift,
             columns: evaluation.columns.clone(),
+            histograms: evaluation.histograms.clone(),
             ..report_created(&window.span, &report_id, window.count, metrics)
         }),
     )

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use flywheel_data::{ColumnProfile, Profile};
 use flywheel_drift::sketch::QuantileSketch;
 use flywheel_drift::{Method, stats};
-use flywheel_events::payloads::{ColumnDrift, PredictionLogged};
+use flywheel_events::payloads::{ColumnDrift, FeatureHistogram, PredictionLogged};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{MonitoringSettings, ReferenceChoice};
@@ -324,6 +324,8 @@ pub(crate) struct Evaluation {
     pub findings: Vec<String>,
     /// Per numeric feature: its 5th, 50th and 95th percentile in the window.
     pub quantiles: BTreeMap<String, [f64; 3]>,
+    /// Per judged feature: the window's counts beside the reference's.
+    pub histograms: Vec<FeatureHistogram>,
 }
 
 /// Judges a window against its reference: by default PSI (threshold 0.1) on the reference's
@@ -389,16 +391,18 @@ pub(crate) fn evaluate(
             prediction: None,
             findings,
             quantiles,
+            histograms: Vec::new(),
         };
     };
     for (name, seen) in &window.unexpected {
         findings.push(format!("{name}: not in the reference ({seen} values)"));
     }
+    let mut histograms = Vec::new();
     for (name, feature) in &window.features {
         let Some(column) = reference.column(name) else {
             continue;
         };
-        let (default_method, reference_counts, current_counts) = match feature {
+        let (default_method, labels, reference_counts, current_counts) = match feature {
             FeatureWindow::Numeric {
                 counts,
                 missing,
@@ -426,6 +430,7 @@ pub(crate) fn evaluate(
                 reference_counts.push(0.0);
                 (
                     Method::Psi,
+                    range_labels(&numeric.histogram.edges),
                     reference_counts,
                     counts.iter().map(|c| *c as f64).collect::<Vec<_>>(),
                 )
@@ -459,7 +464,15 @@ pub(crate) fn evaluate(
                 // Everything outside the reference's top categories, on both sides.
                 reference_counts.push(others_in_reference as f64);
                 current_counts.push(unknown_total as f64);
-                (Method::JensenShannon, reference_counts, current_counts)
+                let mut labels: Vec<String> =
+                    categorical.top.iter().map(|(c, _)| c.clone()).collect();
+                labels.push("(other)".into());
+                (
+                    Method::JensenShannon,
+                    labels,
+                    reference_counts,
+                    current_counts,
+                )
             }
         };
         let total: f64 = current_counts.iter().sum();
@@ -486,6 +499,12 @@ pub(crate) fn evaluate(
         else {
             continue;
         };
+        histograms.push(FeatureHistogram {
+            column: name.clone(),
+            labels,
+            reference: reference_counts,
+            current: current_counts,
+        });
         let score = p_value.unwrap_or(statistic);
         columns.push(ColumnDrift {
             column: name.clone(),
@@ -513,7 +532,25 @@ pub(crate) fn evaluate(
         prediction,
         findings,
         quantiles,
+        histograms,
     }
+}
+
+/// Labels of a numeric feature's bins as the window counts them: below the reference's range,
+/// each `[a, b)` bin, above it.
+fn range_labels(edges: &[f64]) -> Vec<String> {
+    let short = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
+    let mut labels = Vec::with_capacity(edges.len() + 1);
+    if let (Some(first), Some(last)) = (edges.first(), edges.last()) {
+        labels.push(format!("< {}", short(*first)));
+        labels.extend(
+            edges
+                .windows(2)
+                .map(|pair| format!("{}–{}", short(pair[0]), short(pair[1]))),
+        );
+        labels.push(format!("> {}", short(*last)));
+    }
+    labels
 }
 
 #[cfg(test)]

@@ -359,6 +359,32 @@ async fn drift_raises_one_retraining_and_a_crash_counts_nothing_twice() -> anyho
         .map(|r| r["count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(counted, 5000, "every published prediction counted once");
+    // Each report event carries, per feature, the window's counts beside the reference's.
+    let events = flywheel_testkit::events(&setup.bus).await?;
+    let first = events
+        .iter()
+        .find_map(|e| match e {
+            Event::MonitorReportCreated(r) => Some(r),
+            _ => None,
+        })
+        .context("a report event")?;
+    let mut columns: Vec<&str> = first.histograms.iter().map(|h| h.column.as_str()).collect();
+    columns.sort_unstable();
+    assert_eq!(
+        columns,
+        ["plan", "prediction", "x1", "x2"],
+        "features and the prediction"
+    );
+    for histogram in &first.histograms {
+        assert_eq!(histogram.labels.len(), histogram.current.len());
+        assert_eq!(histogram.reference.len(), histogram.current.len());
+        assert_eq!(
+            histogram.current.iter().sum::<f64>(),
+            1000.0,
+            "{histogram:?}"
+        );
+        assert!(histogram.reference.iter().sum::<f64>() > 0.0);
+    }
     for report in &reports[..3] {
         assert_eq!(report["dataset_drift"], true, "{report}");
         let drifted: Vec<&str> = report["columns"]

@@ -61,6 +61,19 @@ pub struct ColumnDrift {
     pub drifted: bool,
 }
 
+/// One feature's distribution in a window beside its reference's, on the reference's bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FeatureHistogram {
+    /// Column name.
+    pub column: String,
+    /// Bin labels: value ranges (with below/above the reference's range) or categories.
+    pub labels: Vec<String>,
+    /// Reference counts per bin.
+    pub reference: Vec<f64>,
+    /// Window counts per bin.
+    pub current: Vec<f64>,
+}
+
 /// `monitor.report.created`: a window was evaluated against the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MonitorReportCreated {
@@ -87,6 +100,9 @@ pub struct MonitorReportCreated {
     /// Quality and performance metrics of the window.
     #[serde(default)]
     pub metrics: super::common::Metrics,
+    /// Per feature, the window's counts beside the reference's (for histogram overlays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub histograms: Vec<FeatureHistogram>,
 }
 
 /// `monitor.alert.raised`: an alert rule fired.
