@@ -183,6 +183,15 @@ pub(crate) async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Re
                 .entry("registry_url".into())
                 .or_insert_with(|| running.url("registry"));
         }
+        // The dashboard's actions reach the scheduler (cancel) and the deployer (roll back).
+        if *service == "registry" {
+            for peer in ["scheduler", "deployer"] {
+                settings
+                    .service
+                    .entry(format!("{peer}_url"))
+                    .or_insert_with(|| running.url(peer));
+            }
+        }
         // The demo's traffic is tens of requests a second: shorter windows show the loop in
         // minutes (a user's own settings still win).
         if args.demo && *service == "monitor" {

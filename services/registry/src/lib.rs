@@ -20,6 +20,7 @@ use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSett
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+pub use dashboard::Peers;
 pub use error::{RegistryError, Result};
 pub use migrations::Migrator;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub artifacts: ArtifactStore,
     /// NATS, for the subjects of outbox events.
     pub bus: flywheel_bus::Bus,
+    /// The services the dashboard's actions reach.
+    pub peers: Peers,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
@@ -53,11 +56,21 @@ pub async fn run(
         db: kit.database()?.clone(),
         artifacts: kit.artifacts.clone(),
         bus: kit.bus.clone(),
+        peers: dashboard::Peers::new(
+            kit.settings
+                .option("scheduler_url", "http://127.0.0.1:8081".to_owned())?,
+            kit.settings
+                .option("deployer_url", "http://127.0.0.1:8084".to_owned())?,
+        ),
     };
     kit.start_outbox()?;
     let jobs_state = state.clone();
     kit.spawn_consumer(jobs::consumer_spec(&state), move |delivery| {
         jobs::handle(jobs_state.clone(), delivery)
+    });
+    let timeline_state = state.clone();
+    kit.spawn_consumer(dashboard::timeline_spec(&state), move |delivery| {
+        dashboard::record(timeline_state.clone(), delivery)
     });
     for spec in readmodels::consumer_specs(&state) {
         let state = state.clone();

@@ -23,6 +23,7 @@ flywheel_db::migrator!(
         CreateDatasets,
         CreateReadModels,
         CreateLoggedModels,
+        crate::dashboard::CreateTimeline,
     ]
 );
 

@@ -58,7 +58,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Who is acting: the `X-Flywheel-Actor` header until authentication lands (issue 9).
-fn actor(headers: &HeaderMap) -> Result<String> {
+pub(crate) fn actor(headers: &HeaderMap) -> Result<String> {
     let actor = headers
         .get("x-flywheel-actor")
         .and_then(|v| v.to_str().ok())

@@ -11,12 +11,21 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+mod actions;
+mod charts;
+mod delivery;
+mod timeline;
+mod views;
+
+pub use actions::Peers;
+pub(crate) use timeline::{CreateTimeline, consumer_spec as timeline_spec, handle as record};
 
 use crate::schema::{Alerts, DatasetVersions, Datasets, Deployments, Jobs, Models, Versions};
 use crate::{AppState, RegistryError, Result};
@@ -44,6 +53,41 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events/stream", get(events))
+        .route("/api/v1/events/recent", get(views::recent))
+        .route("/api/v1/delivery", get(views::delivery))
+        .route("/api/v1/dashboard/jobs", get(views::jobs))
+        .route("/api/v1/dashboard/models/{name}", get(views::model))
+        .route("/api/v1/dashboard/runs/{run_id}", get(views::run))
+        .route(
+            "/api/v1/deployments/{name}/history",
+            get(views::deployment_history),
+        )
+        .route(
+            "/api/v1/deployments/{name}/rollback",
+            post(actions::rollback),
+        )
+        .route("/api/v1/jobs/{id}/cancel", post(actions::cancel_job))
+        .route("/dashboard/charts/delivery.svg", get(views::delivery_chart))
+        .route(
+            "/dashboard/charts/models/{name}/lineage.svg",
+            get(views::lineage_chart),
+        )
+        .route(
+            "/dashboard/charts/models/{name}/metrics.svg",
+            get(views::model_metrics_chart),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .route(
+            "/dashboard/charts/runs/{run_id}/{key}",
+            get(views::metric_chart),
+        )
+        .route(
+            "/dashboard/charts/deployments/{name}/{kind}",
+            get(views::deployment_chart),
+        )
 }
 
 /// Counts of everything in the loop.

@@ -1,0 +1,198 @@
+//! The event log as the dashboard reads it: every domain event, stored once by its stream
+//! sequence (a redelivery inserts nothing), indexed by model and deployment. Rollout history,
+//! drift over windows, traffic and latency charts and the delivery metrics are computed from it.
+
+use flywheel_bus::{ConsumerSpec, Delivery, Outcome, StreamKind};
+use flywheel_events::{ContentType, Envelope};
+use sea_orm::sea_query::{ColumnDef, Expr, ExprTrait, Index, OnConflict, Order, Query, Table};
+use sea_orm::{ConnectionTrait, DbErr, DeriveIden};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
+
+use crate::{AppState, RegistryError, Result};
+
+/// The stored event log.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum Timeline {
+    #[sea_orm(iden = "registry_timeline")]
+    Table,
+    Seq,
+    EventType,
+    Time,
+    Model,
+    Deployment,
+    Body,
+}
+
+/// Creates `registry_timeline`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateTimeline;
+
+impl MigrationName for CreateTimeline {
+    fn name(&self) -> &str {
+        "m0009_registry_create_timeline"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTimeline {
+    async fn up(&self, manager: &SchemaManager) -> std::result::Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Timeline::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Timeline::Seq)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Timeline::EventType)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Timeline::Time).big_integer().not_null())
+                    .col(ColumnDef::new(Timeline::Model).string_len(250).not_null())
+                    .col(
+                        ColumnDef::new(Timeline::Deployment)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Timeline::Body).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [
+            ("registry_timeline_model", Timeline::Model),
+            ("registry_timeline_deployment", Timeline::Deployment),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(Timeline::Table)
+                        .col(column)
+                        .col(Timeline::Seq)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The consumer of every domain event.
+pub(crate) fn consumer_spec(state: &AppState) -> ConsumerSpec {
+    let prefix = state.bus.subjects().prefix();
+    ConsumerSpec::new(
+        StreamKind::Events,
+        "registry-timeline",
+        format!("{prefix}.events.>"),
+    )
+}
+
+/// Stores one event (once).
+pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
+    match store(&state, &delivery).await {
+        Ok(()) => Outcome::Ack,
+        Err(RegistryError::Db(e)) => {
+            Outcome::retry(std::time::Duration::from_secs(2), format!("database: {e}"))
+        }
+        Err(other) => Outcome::poison(other.to_string()),
+    }
+}
+
+async fn store(state: &AppState, delivery: &Delivery) -> Result<()> {
+    let envelope = &delivery.envelope;
+    let body = flywheel_events::encode(envelope, ContentType::Json)
+        .map_err(|e| RegistryError::InvalidParameter(e.to_string()))?;
+    let body =
+        String::from_utf8(body).map_err(|e| RegistryError::InvalidParameter(e.to_string()))?;
+    let (model, deployment) = subjects_of(&body);
+    let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
+    state
+        .db
+        .execute(
+            &Query::insert()
+                .into_table(Timeline::Table)
+                .columns([
+                    Timeline::Seq,
+                    Timeline::EventType,
+                    Timeline::Time,
+                    Timeline::Model,
+                    Timeline::Deployment,
+                    Timeline::Body,
+                ])
+                .values_panic([
+                    seq.into(),
+                    envelope.event.event_type().into(),
+                    envelope.time.timestamp_millis().into(),
+                    model.into(),
+                    deployment.into(),
+                    body.into(),
+                ])
+                .on_conflict(OnConflict::column(Timeline::Seq).do_nothing().to_owned())
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The model and deployment an event (as JSON) is about; empty when it names none.
+fn subjects_of(body: &str) -> (String, String) {
+    let envelope: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let field = |name: &str| {
+        envelope["payload"]
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("model"), field("deployment"))
+}
+
+/// Which events to read.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Filter<'a> {
+    /// About this model.
+    pub model: Option<&'a str>,
+    /// About this deployment.
+    pub deployment: Option<&'a str>,
+    /// Of these types (all when empty).
+    pub types: &'a [&'a str],
+    /// At most this many, newest kept.
+    pub limit: u64,
+}
+
+/// Events in stream order (the newest `limit` of them).
+pub(crate) async fn read<C: ConnectionTrait>(db: &C, filter: &Filter<'_>) -> Result<Vec<Envelope>> {
+    let mut select = Query::select();
+    select
+        .column(Timeline::Body)
+        .from(Timeline::Table)
+        .order_by(Timeline::Seq, Order::Desc)
+        .limit(filter.limit.clamp(1, 100_000));
+    if let Some(model) = filter.model {
+        select.and_where(Expr::col(Timeline::Model).eq(model));
+    }
+    if let Some(deployment) = filter.deployment {
+        select.and_where(Expr::col(Timeline::Deployment).eq(deployment));
+    }
+    if !filter.types.is_empty() {
+        select.and_where(Expr::col(Timeline::EventType).is_in(filter.types.iter().copied()));
+    }
+    let mut events: Vec<Envelope> = db
+        .query_all(&select)
+        .await?
+        .iter()
+        .filter_map(|row| {
+            let body: String = row.try_get("", "body").ok()?;
+            flywheel_events::decode(body.as_bytes(), ContentType::Json).ok()
+        })
+        .collect();
+    events.reverse();
+    Ok(events)
+}
