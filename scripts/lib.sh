@@ -137,3 +137,20 @@ ensure_test_python() {
   fi
   export FLYWHEEL_TEST_PYTHON="$venv/bin/python"
 }
+
+# Headless Chromium and playwright-core for the dashboard's browser test; exports
+# FLYWHEEL_TEST_CHROMIUM.
+ensure_browser() {
+  local chromium
+  chromium=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$chromium" ]; then
+    apt_install chromium || die "Chromium is missing and could not be installed (Debian: apt install chromium)"
+    chromium=$(command -v chromium)
+  fi
+  command -v npm >/dev/null || apt_install nodejs npm || die "Node.js is missing and could not be installed (Debian: apt install nodejs npm)"
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    say "installing playwright-core for the browser test (npm ci in tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  export FLYWHEEL_TEST_CHROMIUM="$chromium"
+}

@@ -19,6 +19,7 @@ ensure_nats
 ensure_postgres
 start_s3 flywheel-test
 ensure_test_python
+ensure_browser
 export FLYWHEEL_TEST_NATS_URL="$FLYWHEEL_NATS_URL"
 export FLYWHEEL_TEST_DATABASE_URL="$FLYWHEEL_PG_URL"
 export FLYWHEEL_TEST_S3_ENDPOINT="$FLYWHEEL_S3_ENDPOINT"

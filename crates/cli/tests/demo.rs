@@ -27,10 +27,21 @@ async fn up_demo_closes_the_loop_from_drift_to_a_promoted_retrained_version() ->
         .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
         .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
         .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    // Read stdout to its end (a closed pipe would fail the child's next print).
+    let (url_tx, registry) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut url_tx = Some(url_tx);
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if let (Some(url), Some(tx)) = (line.strip_prefix("registry"), url_tx.take()) {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
     let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
     let mut progress = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(420), async {
@@ -102,6 +113,40 @@ async fn up_demo_closes_the_loop_from_drift_to_a_promoted_retrained_version() ->
             .any(|e| matches!(e, Event::DeploymentRolledBack(_))),
         "nothing rolled back"
     );
+
+    // The delivery metrics, from the event log: both versions' lead times, the drift episode
+    // recovered by version 2, no rollback.
+    let registry = registry.await.context("the registry's URL")?;
+    let mut delivery = serde_json::Value::Null;
+    for _ in 0..40 {
+        delivery = reqwest::get(format!("{registry}/api/v1/delivery"))
+            .await?
+            .json()
+            .await?;
+        if delivery["models"][0]["recoveries"][0]["version"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let churn = &delivery["models"][0];
+    assert_eq!(churn["model"], "churn", "{delivery}");
+    let lead: Vec<u64> = churn["lead_times"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["version"].as_u64())
+        .collect();
+    assert_eq!(lead, [1, 2], "{delivery}");
+    assert!(
+        churn["median_lead_time_seconds"].as_f64() > Some(0.0),
+        "{delivery}"
+    );
+    assert_eq!(churn["rollbacks"], 0);
+    assert_eq!(churn["change_failure_rate"], 0.0);
+    assert!(churn["deployments"].as_u64() >= Some(2), "{delivery}");
+    let recovery = &churn["recoveries"][0];
+    assert_eq!(recovery["version"], 2, "{delivery}");
+    assert!(recovery["seconds"].as_f64() > Some(0.0), "{delivery}");
 
     // Ctrl-C: everything stops cleanly.
     let pid = child.id().context("pid")?;

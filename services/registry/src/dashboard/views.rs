@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use flywheel_events::payloads::MonitorReportCreated;
 use flywheel_events::{Envelope, Event};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
@@ -361,50 +362,57 @@ pub(crate) async fn deployment_chart(
             _ => None,
         })
         .collect();
-    let at = |r: &flywheel_events::payloads::MonitorReportCreated| {
-        r.window_end.timestamp_millis() as f64
+    let at = |r: &MonitorReportCreated| r.window_end.timestamp_millis() as f64;
+    // One line per version (windows of versions served side by side interleave in time).
+    let per_version = |label: &str, value: &dyn Fn(&MonitorReportCreated) -> Option<f64>| {
+        let mut lines: BTreeMap<u32, Series> = BTreeMap::new();
+        for report in &reports {
+            if let Some(y) = value(report) {
+                lines
+                    .entry(report.version)
+                    .or_insert_with(|| Series {
+                        name: format!("v{} {label}", report.version).trim().to_owned(),
+                        points: Vec::new(),
+                    })
+                    .points
+                    .push((at(report), y));
+            }
+        }
+        lines
+            .into_values()
+            .map(|mut s| {
+                s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                s
+            })
+            .collect::<Vec<_>>()
     };
-    let metric = |key: &str, scale: f64| Series {
-        name: key.trim_start_matches("latency_us_").into(),
-        points: reports
-            .iter()
-            .filter_map(|r| Some((at(r), r.metrics.get(key)? * scale)))
-            .collect(),
+    let metric = |key: &'static str, scale: f64| {
+        move |r: &MonitorReportCreated| r.metrics.get(key).map(|v| v * scale)
     };
     let body = match kind.as_str() {
         "requests" => charts::line_chart(
             "requests per second (monitored windows)",
-            &[Series {
-                name: "req/s".into(),
-                points: reports
-                    .iter()
-                    .map(|r| {
-                        let seconds = ((r.window_end - r.window_start).num_milliseconds() as f64
-                            / 1000.0)
-                            .max(1.0);
-                        (at(r), r.count as f64 / seconds)
-                    })
-                    .collect(),
-            }],
+            &per_version("", &|r| {
+                let seconds =
+                    ((r.window_end - r.window_start).num_milliseconds() as f64 / 1000.0).max(1.0);
+                Some(r.count as f64 / seconds)
+            }),
             Axis::Time,
             None,
         ),
         "latency" => charts::line_chart(
             "latency, ms",
             &[
-                metric("latency_us_p50", 1e-3),
-                metric("latency_us_p95", 1e-3),
-                metric("latency_us_p99", 1e-3),
-            ],
+                per_version("p50", &metric("latency_us_p50", 1e-3)),
+                per_version("p99", &metric("latency_us_p99", 1e-3)),
+            ]
+            .concat(),
             Axis::Time,
             None,
         ),
         "errors" => charts::line_chart(
             "server error rate, %",
-            &[Series {
-                name: "errors".into(),
-                ..metric("error_rate", 100.0)
-            }],
+            &per_version("", &metric("error_rate", 100.0)),
             Axis::Time,
             None,
         ),
@@ -424,7 +432,13 @@ pub(crate) async fn deployment_chart(
                         .push((at(report), column.statistic));
                 }
             }
-            let series: Vec<Series> = by_feature.into_values().collect();
+            let series: Vec<Series> = by_feature
+                .into_values()
+                .map(|mut s| {
+                    s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    s
+                })
+                .collect();
             charts::line_chart(
                 "drift score per feature (window by window)",
                 &series,
