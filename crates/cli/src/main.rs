@@ -2,6 +2,7 @@
 //! 1 the answer is bad news (a service down, a dataset drifted with `--fail-on-drift`), 2 the
 //! command could not be carried out (unreachable service, bad file, refused request).
 
+mod catalog;
 mod demo;
 mod operations;
 mod train;
@@ -90,7 +91,7 @@ enum Command {
         #[arg(long)]
         fail_on_drift: bool,
     },
-    /// Datasets: push a file as a version, show a dataset's versions.
+    /// Datasets: push a file as a version, list them, show a dataset's versions.
     #[command(subcommand)]
     Dataset(operations::DatasetCommand),
     /// Train a model and follow the job (`--detach`: just queue it).
@@ -98,6 +99,14 @@ enum Command {
     /// Training jobs: list, cancel.
     #[command(subcommand)]
     Jobs(operations::JobsCommand),
+    /// Tracked runs: list, show.
+    #[command(subcommand)]
+    Runs(catalog::RunsCommand),
+    /// Registered models: list, show, promote, alias.
+    #[command(subcommand)]
+    Models(catalog::ModelsCommand),
+    /// Create or change a deployment: serve a model's alias or version, directly or as a canary.
+    Deploy(catalog::DeployArgs),
     /// Predict with a deployment from a CSV or JSON file of records.
     Predict {
         /// The deployment.
@@ -316,6 +325,9 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
         }
         Command::Dataset(command) => operations::dataset(&http, urls, cli.json, command).await,
         Command::Jobs(command) => operations::jobs(&http, urls, cli.json, command).await,
+        Command::Runs(command) => catalog::runs(&http, urls, cli.json, command).await,
+        Command::Models(command) => catalog::models(&http, urls, cli.json, command).await,
+        Command::Deploy(args) => catalog::deploy(&http, urls, cli.json, args).await,
         Command::Train(args) => train::train(&http, urls, cli.json, args).await,
         Command::Predict { deployment, file } => {
             operations::predict(&http, urls, cli.json, &deployment, &file).await

@@ -19,6 +19,8 @@ pub(crate) enum DatasetCommand {
         #[arg(long)]
         name: String,
     },
+    /// Every dataset with its version count.
+    List,
     /// A dataset's versions.
     Show {
         /// The dataset's name.
@@ -42,7 +44,7 @@ pub(crate) enum JobsCommand {
     },
 }
 
-fn cell(value: &Value) -> String {
+pub(crate) fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -59,7 +61,7 @@ fn rows(items: &Value, keys: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn base(url: &str) -> &str {
+pub(crate) fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
@@ -100,6 +102,22 @@ pub(crate) async fn dataset(
                             .to_string(),
                         cell(&version["sha256"]),
                     ]],
+                );
+            }
+            Ok(true)
+        }
+        DatasetCommand::List => {
+            let url = format!("{}/api/v1/datasets", base(&urls.registry_url));
+            let datasets = request("registry", http.get(url)).await?;
+            if json_out {
+                println!("{datasets}");
+            } else {
+                print_table(
+                    &["dataset", "versions", "latest version", "rows"],
+                    rows(
+                        &datasets,
+                        &["name", "versions", "latest_version", "latest_rows"],
+                    ),
                 );
             }
             Ok(true)

@@ -233,6 +233,117 @@ async fn datasets_jobs_predictions_and_events_from_the_command_line() -> anyhow:
         .await?;
     assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
 
+    // Datasets and models: lists, a model's versions, aliases and promotions.
+    let datasets = platform.flywheel(&["dataset", "list"]).await?;
+    assert!(datasets.status.success(), "{}", text(&datasets));
+    assert!(
+        text(&datasets).contains("accounts") && text(&datasets).contains("customers"),
+        "{}",
+        text(&datasets)
+    );
+    let mut models = String::new();
+    flywheel_testkit::wait_for("churn v1 registered", Duration::from_secs(20), async || {
+        models = text(&platform.flywheel(&["models", "list"]).await?);
+        Ok(models.contains("churn"))
+    })
+    .await?;
+    let aliased = platform
+        .flywheel(&["models", "alias", "churn", "staging", "1"])
+        .await?;
+    assert!(aliased.status.success(), "{}", text(&aliased));
+    let shown = platform
+        .flywheel(&["--json", "models", "show", "churn"])
+        .await?;
+    let model: Value = serde_json::from_slice(&shown.stdout)?;
+    assert_eq!(model["aliases"]["staging"], 1, "{model}");
+    assert_eq!(
+        model["versions"][0]["dataset"]["name"], "accounts",
+        "{model}"
+    );
+    let table = text(&platform.flywheel(&["models", "show", "churn"]).await?);
+    assert!(
+        table.contains("staging") && table.contains("accuracy"),
+        "{table}"
+    );
+    let promoted = platform
+        .flywheel(&["models", "promote", "churn", "1", "--alias", "production"])
+        .await?;
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    assert!(
+        text(&promoted).contains("to `production`"),
+        "{}",
+        text(&promoted)
+    );
+    let unknown = platform
+        .flywheel(&["models", "promote", "churn", "99"])
+        .await?;
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        text(&unknown).starts_with("flywheel: the registry refused"),
+        "{}",
+        text(&unknown)
+    );
+
+    // A deployment following `production`, and one that names nothing to serve.
+    let deployed = platform
+        .flywheel(&[
+            "deploy",
+            "churn-api",
+            "--model",
+            "churn",
+            "--alias",
+            "production",
+        ])
+        .await?;
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert!(text(&deployed).contains("churn-api"), "{}", text(&deployed));
+    let vague = platform
+        .flywheel(&["deploy", "x", "--model", "churn"])
+        .await?;
+    assert_eq!(vague.status.code(), Some(2));
+    assert!(text(&vague).contains("--alias"), "{}", text(&vague));
+
+    // Runs logged through the tracking API.
+    let registry = &platform
+        .urls
+        .iter()
+        .find(|(n, _)| n == "registry")
+        .context("registry")?
+        .1;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{registry}/api/2.0/mlflow/runs/create"))
+        .json(&serde_json::json!({"experiment_id": "0", "run_name": "cli-run"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run_id = created["run"]["info"]["run_id"]
+        .as_str()
+        .context("run id")?
+        .to_owned();
+    let logged = http
+        .post(format!("{registry}/api/2.0/mlflow/runs/log-batch"))
+        .json(&serde_json::json!({
+            "run_id": run_id,
+            "params": [{"key": "depth", "value": "7"}],
+            "metrics": [{"key": "rmse", "value": 0.25, "timestamp": 1, "step": 0}],
+        }))
+        .send()
+        .await?;
+    assert!(logged.status().is_success());
+    let runs = text(&platform.flywheel(&["runs", "list"]).await?);
+    assert!(runs.contains(&run_id) && runs.contains("rmse"), "{runs}");
+    let run = platform.flywheel(&["runs", "show", &run_id]).await?;
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains("depth") && text(&run).contains("0.25"),
+        "{}",
+        text(&run)
+    );
+    let no_run = platform.flywheel(&["runs", "show", "nope"]).await?;
+    assert_eq!(no_run.status.code(), Some(2), "{}", text(&no_run));
+
     // Failures: one line, exit 2, saying what went wrong.
     let cancel = platform
         .flywheel(&["jobs", "cancel", "no-such-job"])

@@ -396,3 +396,71 @@ pub async fn push_reference(
     let bytes = state.artifacts.get(key).await?;
     push(state, name, bytes, format_hint.or(Some(key)), actor).await
 }
+
+/// A dataset with its number of versions and its latest one.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct DatasetSummary {
+    /// Name.
+    pub name: String,
+    /// How many versions it has.
+    pub versions: i64,
+    /// The latest version's id.
+    pub latest_version: Option<String>,
+    /// The latest version's rows.
+    pub latest_rows: Option<i64>,
+}
+
+/// Every dataset, by name.
+pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<DatasetSummary>> {
+    use sea_orm::sea_query::{Alias, Expr, Func, Order, Query};
+    let rows = db
+        .query_all(
+            &Query::select()
+                .column(DatasetVersions::Name)
+                .expr_as(
+                    Func::count(Expr::col(DatasetVersions::Version)),
+                    Alias::new("n"),
+                )
+                .expr_as(
+                    Func::max(Expr::col(DatasetVersions::Seq)),
+                    Alias::new("last_seq"),
+                )
+                .from(DatasetVersions::Table)
+                .group_by_col(DatasetVersions::Name)
+                .order_by(DatasetVersions::Name, Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    let mut summaries = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let last_seq: Option<i64> = row.try_get("", "last_seq")?;
+        let latest = match last_seq {
+            Some(seq) => {
+                db.query_one(
+                    &Query::select()
+                        .columns([DatasetVersions::Version, DatasetVersions::RowCount])
+                        .from(DatasetVersions::Table)
+                        .and_where(Expr::col(DatasetVersions::Name).eq(name.as_str()))
+                        .and_where(Expr::col(DatasetVersions::Seq).eq(seq))
+                        .to_owned(),
+                )
+                .await?
+            }
+            None => None,
+        };
+        summaries.push(DatasetSummary {
+            versions: row.try_get("", "n")?,
+            latest_version: latest
+                .as_ref()
+                .map(|r| r.try_get("", "version"))
+                .transpose()?,
+            latest_rows: latest
+                .as_ref()
+                .map(|r| r.try_get("", "row_count"))
+                .transpose()?,
+            name,
+        });
+    }
+    Ok(summaries)
+}

@@ -39,6 +39,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/models/{name}/retrain", post(retrain))
+        .route("/api/v1/datasets", get(list_datasets))
         .route(
             "/api/v1/datasets/{name}/suite",
             get(get_suite).put(set_suite),
@@ -413,4 +414,11 @@ async fn lineage(
         aliases: found.aliases,
         deployments,
     }))
+}
+
+/// Every dataset with its version count and latest version.
+async fn list_datasets(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<datasets::DatasetSummary>>> {
+    Ok(Json(datasets::list(&state.db).await?))
 }
