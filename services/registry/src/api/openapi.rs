@@ -303,6 +303,75 @@ pub(crate) fn document() -> Value {
         (200, None),
         &[503],
     );
+    let object = || Some(json!({"type": "object"}));
+    let list = || Some(json!({"type": "array", "items": {"type": "object"}}));
+    for (method, path, summary, ok, errors) in [
+        (
+            "get",
+            "/api/v1/datasets",
+            "Every dataset with its version count and latest version",
+            list(),
+            &[][..],
+        ),
+        (
+            "get",
+            "/api/v1/events/recent",
+            "The latest events from the event log (query: model, deployment, limit)",
+            list(),
+            &[][..],
+        ),
+        (
+            "get",
+            "/api/v1/delivery",
+            "Delivery metrics from the event log: lead time, rollouts per day, change failure rate, drift to recovery",
+            object(),
+            &[][..],
+        ),
+        (
+            "get",
+            "/api/v1/dashboard/jobs",
+            "The job queue with each job's runner and latest progress",
+            list(),
+            &[][..],
+        ),
+        (
+            "get",
+            "/api/v1/dashboard/models/{name}",
+            "A model with its versions, gates, promotions, audit log and deployments",
+            object(),
+            &[404][..],
+        ),
+        (
+            "get",
+            "/api/v1/dashboard/runs/{run_id}",
+            "A run's parameters, tags and latest metrics",
+            object(),
+            &[404][..],
+        ),
+        (
+            "get",
+            "/api/v1/deployments/{name}/history",
+            "A deployment's rollouts, alerts and monitored windows from the event log",
+            object(),
+            &[][..],
+        ),
+        (
+            "post",
+            "/api/v1/deployments/{name}/rollback",
+            "Roll back to the version that served before (an alias-following deployment: a promotion of that version)",
+            object(),
+            &[404, 409, 503][..],
+        ),
+        (
+            "post",
+            "/api/v1/jobs/{id}/cancel",
+            "Cancel a job (relayed to the scheduler)",
+            object(),
+            &[404, 409, 503][..],
+        ),
+    ] {
+        doc.operation(method, path, summary, None, (200, ok), errors);
+    }
     doc.operation(
         "get",
         "/api/v1/openapi.json",

@@ -113,5 +113,51 @@ async fn dashboard_serves_the_overview_and_streams_events(r: &Registry) -> anyho
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The event log holds what was published: the alert, under its deployment.
+    let recent: Value = r
+        .http
+        .get(r.url("/api/v1/events/recent?deployment=churn"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(recent[0]["type"], "monitor.alert.raised", "{recent}");
+    // Charts are SVG; an unknown one is a 404 that names the known ones.
+    let chart = r
+        .http
+        .get(r.url("/dashboard/charts/deployments/churn/drift"))
+        .send()
+        .await?;
+    assert_eq!(chart.status(), 200);
+    assert_eq!(
+        chart.headers()[reqwest::header::CONTENT_TYPE],
+        "image/svg+xml"
+    );
+    assert!(chart.text().await?.contains("no data yet"));
+    let unknown = r
+        .http
+        .get(r.url("/dashboard/charts/deployments/churn/pie"))
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await?;
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("histogram")),
+        "{body}"
+    );
+    // Rolling back a deployment no deployer knows is a clear refusal, not a 500.
+    let rollback = r
+        .http
+        .post(r.url("/api/v1/deployments/churn/rollback"))
+        .send()
+        .await?;
+    assert!(
+        rollback.status().is_client_error() || rollback.status() == 503,
+        "{}",
+        rollback.status()
+    );
     Ok(())
 }

@@ -45,6 +45,12 @@ async fn openapi_document_is_valid_and_complete() -> anyhow::Result<()> {
         "/api/v1/alerts",
         "/api/v1/overview",
         "/api/v1/openapi.json",
+        "/api/v1/datasets",
+        "/api/v1/delivery",
+        "/api/v1/events/recent",
+        "/api/v1/dashboard/jobs",
+        "/api/v1/dashboard/models/{name}",
+        "/api/v1/deployments/{name}/history",
         "/api/v1/models/{name}/versions/{version}/lineage",
     ] {
         assert!(paths.contains(&expected), "{expected} is not documented");
