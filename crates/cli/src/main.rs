@@ -119,6 +119,9 @@ enum Command {
     Events(EventsCommand),
     /// The monitor's alerts.
     Alerts {
+        /// `list` (the default and only action).
+        #[arg(value_parser = ["list"])]
+        action: Option<String>,
         /// Only this deployment's.
         #[arg(long)]
         deployment: Option<String>,
@@ -335,7 +338,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
         Command::Events(EventsCommand::Tail { kind, count }) => {
             operations::tail(urls, cli.json, kind.as_deref(), count).await
         }
-        Command::Alerts { deployment } => {
+        Command::Alerts { deployment, .. } => {
             let mut url = format!("{}/api/v1/alerts", urls.monitor_url.trim_end_matches('/'));
             if let Some(d) = &deployment {
                 url.push_str(&format!("?deployment={d}"));

@@ -344,6 +344,26 @@ async fn datasets_jobs_predictions_and_events_from_the_command_line() -> anyhow:
     let no_run = platform.flywheel(&["runs", "show", "nope"]).await?;
     assert_eq!(no_run.status.code(), Some(2), "{}", text(&no_run));
 
+    // Predictions from a CSV once churn-api serves version 1.
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "x,plan\n-3,basic\n6,pro\n")?;
+    let rows = rows.display().to_string();
+    let mut predicted = String::new();
+    flywheel_testkit::wait_for("churn-api to answer", Duration::from_secs(30), async || {
+        let out = platform
+            .flywheel(&["--json", "predict", "churn-api", &rows])
+            .await?;
+        predicted = text(&out);
+        Ok(out.status.success())
+    })
+    .await?;
+    let answers: Value = serde_json::from_str(predicted.trim())?;
+    assert_eq!(
+        answers["predictions"].as_array().map(Vec::len),
+        Some(2),
+        "{answers}"
+    );
+
     // Failures: one line, exit 2, saying what went wrong.
     let cancel = platform
         .flywheel(&["jobs", "cancel", "no-such-job"])
