@@ -129,7 +129,20 @@ pub(crate) async fn train(
             "training.job.progress" => {
                 let fraction = payload["fraction"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
                 bar.set_position((fraction * 1000.0) as u64);
-                bar.set_message(payload["message"].as_str().unwrap_or_default().to_owned());
+                // Live metrics: what the trainer has measured so far, beside its message.
+                let live: Vec<String> = payload["metrics"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .take(4)
+                    .filter_map(|(k, v)| Some(format!("{k} {:.4}", v.as_f64()?)))
+                    .collect();
+                let message = payload["message"].as_str().unwrap_or_default();
+                bar.set_message(if live.is_empty() {
+                    message.to_owned()
+                } else {
+                    format!("{message} · {}", live.join(", "))
+                });
             }
             "training.job.failed" => {
                 let error = payload["error"].as_str().unwrap_or_default();

@@ -33,7 +33,7 @@ pub(crate) async fn train(
         TrainError::Fit(_) => TrainFailure::retryable(e.to_string()),
         _ => TrainFailure::invalid(e.to_string()),
     })?;
-    progress.report(1.0, "packaging", true);
+    progress.report_metrics(1.0, "packaging", trained.metrics.clone(), true);
     let seed = trained
         .params
         .get("seed")

@@ -185,15 +185,23 @@ pub(crate) async fn train(
     let reporter = progress.clone();
     let stdout_task = tokio::spawn(async move {
         let mut metrics = BTreeMap::new();
+        let (mut fraction_so_far, mut message_so_far) = (0.0, String::new());
         if let Some(stdout) = stdout {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match protocol_line(&line) {
                     Some(ProtocolLine::Metric(name, value)) => {
                         metrics.insert(name, value);
+                        reporter.report_metrics(
+                            fraction_so_far,
+                            &message_so_far,
+                            metrics.clone(),
+                            false,
+                        );
                     }
                     Some(ProtocolLine::Progress(fraction, message)) => {
-                        reporter.report(fraction, &message, false);
+                        reporter.report_metrics(fraction, &message, metrics.clone(), false);
+                        (fraction_so_far, message_so_far) = (fraction, message);
                     }
                     None => tracing::info!(job = %job, stream = "stdout", "{line}"),
                 }

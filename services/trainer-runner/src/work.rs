@@ -10,7 +10,7 @@ use flywheel_events::control::{
     AttemptClaim, AttemptRef, ClaimReply, decode_control, encode_control,
 };
 use flywheel_events::payloads::{
-    Lineage, Signature, TrainingJobCompleted, TrainingJobDispatched, TrainingJobFailed,
+    Lineage, Metrics, Signature, TrainingJobCompleted, TrainingJobDispatched, TrainingJobFailed,
     TrainingJobProgress, TrainingRequested,
 };
 use flywheel_events::{ContentType, Envelope, Event};
@@ -60,6 +60,18 @@ pub(crate) struct Progress {
 impl Progress {
     /// Sends a progress report, at most one a second unless `force`.
     pub(crate) fn report(&self, fraction: f64, message: &str, force: bool) {
+        self.report_metrics(fraction, message, Metrics::default(), force);
+    }
+
+    /// Sends a progress report with the metrics measured so far (live metrics for the CLI and
+    /// the dashboard), at most one a second unless `force`.
+    pub(crate) fn report_metrics(
+        &self,
+        fraction: f64,
+        message: &str,
+        metrics: Metrics,
+        force: bool,
+    ) {
         {
             let Ok(mut last) = self.last.lock() else {
                 return;
@@ -75,7 +87,7 @@ impl Progress {
             fraction: fraction.clamp(0.0, 1.0),
             step: None,
             message: message.to_owned(),
-            metrics: Default::default(),
+            metrics,
         });
         let envelope = Envelope::caused_by(&self.work, crate::SERVICE, event);
         let runner = self.runner.clone();

@@ -7,6 +7,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 use support::{QueryPairs, Stack, binary_csv, request, sleepy_trainer};
 
@@ -468,8 +469,9 @@ async fn a_python_trainer_reports_metrics_and_its_model_is_packaged() -> anyhow:
 rows = list(csv.DictReader(open(os.environ["FLYWHEEL_DATASET_PATH"])))
 params = json.loads(os.environ["FLYWHEEL_PARAMS"])
 positive = sum(1 for r in rows if r["label"] == "1") / len(rows)
+print(f"FLYWHEEL_METRIC positive_rate {positive}", flush=True)
+import time; time.sleep(1.2)  # progress reports are rate-limited to one a second
 print("FLYWHEEL_PROGRESS 0.5 counted")
-print(f"FLYWHEEL_METRIC positive_rate {positive}")
 print(f"FLYWHEEL_METRIC rows {len(rows)}")
 print("an ordinary log line")
 out = os.environ["FLYWHEEL_OUTPUT_DIR"]
@@ -506,6 +508,20 @@ json.dump({"threshold": params["threshold"], "seed": int(os.environ["FLYWHEEL_SE
     assert!((manifest.metrics["positive_rate"] - expected_rate).abs() < 1e-12);
     let model: Value = serde_json::from_slice(&files[0].1)?;
     assert_eq!(model, json!({"threshold": 0.5, "seed": 3}));
+    // Live metrics: the progress report carries what was measured before it.
+    let live = flywheel_testkit::events(&stack.bus)
+        .await?
+        .into_iter()
+        .find_map(|e| match e {
+            flywheel_events::Event::TrainingJobProgress(p) if p.message == "counted" => Some(p),
+            _ => None,
+        })
+        .context("the trainer's progress report")?;
+    assert_eq!(live.fraction, 0.5);
+    assert!(
+        (live.metrics["positive_rate"] - expected_rate).abs() < 1e-12,
+        "{live:?}"
+    );
     stack.stop().await
 }
 

@@ -157,7 +157,18 @@ function jobsTable(jobs, withActions = false) {
       el("span", { class: `status ${j.status}` }, j.status),
       j.attempt,
       text(j.runner),
-      typeof j.progress === "number" ? el("progress", { max: "1", value: String(j.progress), title: text(j.progress_message) }) : "",
+      typeof j.progress === "number"
+        ? el(
+            "span",
+            {},
+            el("progress", { max: "1", value: String(j.progress), title: text(j.progress_message) }),
+            " ",
+            Object.entries(j.metrics || {})
+              .slice(0, 3)
+              .map(([k, x]) => `${k} ${fixed(x)}`)
+              .join(", "),
+          )
+        : "",
       j.registered_version ? link(`#/models/${j.model}`, `v${j.registered_version}`) : "",
       j.detail,
       ...(withActions
