@@ -45,6 +45,8 @@ say "event contract check (proto/)"
 python3 scripts/check_proto.py
 
 say "tests"
+# The end-to-end suite runs the service binaries as separate processes: build them all first.
+cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --locked --doc

@@ -286,7 +286,9 @@ pub(crate) async fn run(running: &Running, shutdown: CancellationToken) -> anyho
             .is_some_and(|(due, _, _)| *due <= Instant::now())
         {
             if let Some((_, request_id, churned)) = feedback.pop_front() {
-                bus.publish(&Envelope::new(
+                // As any outside system would: a JSON envelope on the feedback subject, with a
+                // plain JetStream publish (no Flywheel client library, no headers).
+                let envelope = Envelope::new(
                     "demo",
                     "default",
                     Event::FeedbackReceived(FeedbackReceived {
@@ -294,8 +296,12 @@ pub(crate) async fn run(running: &Running, shutdown: CancellationToken) -> anyho
                         request_id,
                         ground_truth: json!(u8::from(churned)),
                     }),
-                ))
-                .await?;
+                );
+                let body = flywheel_events::encode(&envelope, flywheel_events::ContentType::Json)?;
+                bus.jetstream()
+                    .publish(bus.subjects().feedback("churn")?, body.into())
+                    .await?
+                    .await?;
             }
         }
         if serving == 0 {

@@ -78,6 +78,20 @@ enum Command {
     /// Run all five services in this process (SQLite and local files under --dir; NATS at
     /// FLYWHEEL__BUS__URL, started when it is the local default and not running).
     Up(up::UpArgs),
+    /// Play the demo loop against services that already run (the URLs above, NATS below):
+    /// what `up --demo` does in its own process.
+    Demo {
+        /// NATS, as the services use it.
+        #[arg(
+            long,
+            env = "FLYWHEEL__BUS__URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats_url: String,
+        /// The services' subject prefix.
+        #[arg(long, env = "FLYWHEEL__BUS__PREFIX", default_value = "flywheel")]
+        prefix: String,
+    },
     /// Whether every service is up and ready (exit 1 when one is not).
     Status,
     /// Compare two datasets the way Evidently does: CSV files, or `name@version` of registered
@@ -233,6 +247,27 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             let outcome = up::run(args, shutdown).await;
             telemetry.shutdown().await;
             outcome.map_err(|e| Failure(format!("{e:#}")))?;
+            Ok(true)
+        }
+        Command::Demo { nats_url, prefix } => {
+            let running = up::Running {
+                urls: vec![
+                    ("registry", urls.registry_url.clone()),
+                    ("scheduler", urls.scheduler_url.clone()),
+                    ("trainer-runner", urls.runner_url.clone()),
+                    ("monitor", urls.monitor_url.clone()),
+                    ("deployer", urls.deployer_url.clone()),
+                ],
+                bus: flywheel_bus::BusConfig {
+                    url: nats_url,
+                    prefix,
+                    ..flywheel_bus::BusConfig::default()
+                },
+            };
+            let shutdown = flywheel_runtime::shutdown::on_signals();
+            demo::run(&running, shutdown)
+                .await
+                .map_err(|e| Failure(format!("the demo failed: {e:#}")))?;
             Ok(true)
         }
         Command::Status => {

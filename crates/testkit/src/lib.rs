@@ -149,20 +149,31 @@ pub async fn wait_for(
 
 /// Every event on a bus prefix's EVENTS stream, oldest first.
 pub async fn events(bus: &flywheel_bus::Bus) -> anyhow::Result<Vec<flywheel_events::Event>> {
+    Ok(envelopes(bus, flywheel_bus::StreamKind::Events)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect())
+}
+
+/// Every envelope in one of the test's streams, in stream order.
+pub async fn envelopes(
+    bus: &flywheel_bus::Bus,
+    kind: flywheel_bus::StreamKind,
+) -> anyhow::Result<Vec<flywheel_events::Envelope>> {
     let mut stream = bus
         .jetstream()
-        .get_stream(bus.subjects().stream(flywheel_bus::StreamKind::Events))
+        .get_stream(bus.subjects().stream(kind))
         .await?;
     let state = stream.info().await?.state.clone();
-    let mut events = Vec::new();
+    let mut envelopes = Vec::new();
     for seq in state.first_sequence..=state.last_sequence {
         if let Ok(message) = stream.get_raw_message(seq).await {
-            let envelope = flywheel_events::decode_with_header(
+            envelopes.push(flywheel_events::decode_with_header(
                 &message.payload,
                 message.headers.get("Content-Type").map(|v| v.as_str()),
-            )?;
-            events.push(envelope.event);
+            )?);
         }
     }
-    Ok(events)
+    Ok(envelopes)
 }

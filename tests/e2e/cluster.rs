@@ -1,0 +1,262 @@
+//! The five service binaries as separate OS processes: each its own PostgreSQL database, one
+//! S3 bucket prefix and one NATS subject prefix for the test, fixed free ports (a restarted
+//! process comes back where it was), logs under a temporary directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flywheel_bus::{Bus, BusConfig};
+
+/// The services, in start order.
+pub(crate) const SERVICES: [&str; 5] = [
+    "registry",
+    "scheduler",
+    "trainer-runner",
+    "monitor",
+    "deployer",
+];
+
+/// Where cargo put the workspace's binaries (beside this test's own `deps/` directory).
+pub(crate) fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("the test binary's directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One service process and how to start it again.
+struct Service {
+    env: Vec<(String, String)>,
+    child: Option<tokio::process::Child>,
+    url: String,
+    starts: u32,
+}
+
+/// The five processes.
+pub(crate) struct Cluster {
+    services: BTreeMap<&'static str, Service>,
+    /// The test's bus (its own prefix).
+    pub(crate) bus: Bus,
+    /// Its configuration, for other clients.
+    pub(crate) bus_config: BusConfig,
+    /// Logs and the runner's work directory.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts all five and waits until each is ready. `options` add `service.*` options per
+    /// service (`FLYWHEEL__SERVICE__<KEY>`).
+    pub(crate) async fn start(options: &[(&str, &str, &str)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let prefix = flywheel_testkit::unique_name();
+        let bus_config = flywheel_testkit::bus_config(&prefix);
+        let artifacts = flywheel_testkit::s3_config(&prefix)?;
+        let mut ports = BTreeMap::new();
+        for service in SERVICES {
+            ports.insert(service, free_port()?);
+        }
+        let url = |service: &str| format!("http://127.0.0.1:{}", ports[service]);
+        let mut services = BTreeMap::new();
+        for service in SERVICES {
+            let mut env: Vec<(String, String)> = vec![
+                ("FLYWHEEL__HTTP__HOST".into(), "127.0.0.1".into()),
+                ("FLYWHEEL__HTTP__PORT".into(), ports[service].to_string()),
+                ("FLYWHEEL__HTTP__SHUTDOWN_GRACE_SECS".into(), "2".into()),
+                ("FLYWHEEL__BUS__URL".into(), bus_config.url.clone()),
+                ("FLYWHEEL__BUS__PREFIX".into(), bus_config.prefix.clone()),
+                (
+                    "FLYWHEEL__DB__URL".into(),
+                    flywheel_testkit::fresh_postgres().await?.url,
+                ),
+                ("FLYWHEEL__ARTIFACTS__URL".into(), artifacts.url.clone()),
+                ("FLYWHEEL__TELEMETRY__LOG_LEVEL".into(), "info".into()),
+            ];
+            for kind in ["EVENTS", "PREDICTIONS", "DLQ", "JOBS"] {
+                env.push((format!("FLYWHEEL__BUS__{kind}_MAX_AGE_SECS"), "3600".into()));
+            }
+            let s3 = &artifacts.s3;
+            for (key, value) in [
+                ("ENDPOINT", s3.endpoint.clone().unwrap_or_default()),
+                ("REGION", s3.region.clone()),
+                (
+                    "ACCESS_KEY_ID",
+                    s3.access_key_id.clone().unwrap_or_default(),
+                ),
+                (
+                    "SECRET_ACCESS_KEY",
+                    s3.secret_access_key.clone().unwrap_or_default(),
+                ),
+                ("ALLOW_HTTP", s3.allow_http.to_string()),
+                ("PATH_STYLE", s3.path_style.to_string()),
+            ] {
+                env.push((format!("FLYWHEEL__ARTIFACTS__S3__{key}"), value));
+            }
+            let mut service_options: Vec<(String, String)> = match service {
+                "registry" => vec![
+                    ("scheduler_url".into(), url("scheduler")),
+                    ("deployer_url".into(), url("deployer")),
+                ],
+                "trainer-runner" => vec![
+                    ("registry_url".into(), url("registry")),
+                    (
+                        "work_dir".into(),
+                        dir.path().join("work").display().to_string(),
+                    ),
+                    ("heartbeat_ms".into(), "300".into()),
+                ],
+                "monitor" => vec![("registry_url".into(), url("registry"))],
+                _ => Vec::new(),
+            };
+            for (target, key, value) in options {
+                if *target == service {
+                    service_options.push(((*key).to_owned(), (*value).to_owned()));
+                }
+            }
+            for (key, value) in service_options {
+                env.push((format!("FLYWHEEL__SERVICE__{}", key.to_uppercase()), value));
+            }
+            services.insert(
+                service,
+                Service {
+                    env,
+                    child: None,
+                    url: url(service),
+                    starts: 0,
+                },
+            );
+        }
+        let bus = Bus::connect(&bus_config, "e2e-test").await?;
+        let mut cluster = Self {
+            services,
+            bus,
+            bus_config,
+            dir,
+        };
+        for service in SERVICES {
+            cluster.spawn(service)?;
+        }
+        for service in SERVICES {
+            cluster.wait_ready(service).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, service: &'static str) -> anyhow::Result<()> {
+        let binary = binary(&format!("flywheel-{service}"))?;
+        let entry = self.services.get_mut(service).context("no such service")?;
+        entry.starts += 1;
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("{service}-{}.log", entry.starts)),
+        )?;
+        let child = tokio::process::Command::new(binary)
+            .envs(entry.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        entry.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until a service answers `/readyz` with 200.
+    pub(crate) async fn wait_ready(&self, service: &str) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.url(service));
+        let http = reqwest::Client::new();
+        flywheel_testkit::wait_for(
+            &format!("the {service} to be ready"),
+            Duration::from_secs(90),
+            async || {
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()))
+            },
+        )
+        .await
+        .with_context(|| format!("see {}", self.dir.path().display()))
+    }
+
+    /// A service's base URL.
+    pub(crate) fn url(&self, service: &str) -> String {
+        self.services
+            .get(service)
+            .map(|s| s.url.clone())
+            .unwrap_or_default()
+    }
+
+    /// Kills a service with SIGKILL (no shutdown, no flush) and waits for it to be gone.
+    pub(crate) async fn kill(&mut self, service: &str) -> anyhow::Result<()> {
+        let entry = self.services.get_mut(service).context("no such service")?;
+        if let Some(mut child) = entry.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a killed service again, on the same port, and waits until it is ready.
+    pub(crate) async fn restart(&mut self, service: &'static str) -> anyhow::Result<()> {
+        self.spawn(service)?;
+        self.wait_ready(service).await
+    }
+
+    /// Stops every service with SIGTERM; each must exit cleanly.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        for service in SERVICES.iter().rev() {
+            let Some(entry) = self.services.get_mut(service) else {
+                continue;
+            };
+            if let Some(mut child) = entry.child.take() {
+                let pid = child.id().context("pid")?;
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()?;
+                let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                    .await
+                    .with_context(|| format!("the {service} did not stop within 30 s"))??;
+                anyhow::ensure!(status.success(), "the {service} exited with {status}");
+            }
+        }
+        flywheel_testkit::cleanup_bus(&self.bus).await;
+        Ok(())
+    }
+
+    /// The `flywheel` CLI pointed at this cluster.
+    pub(crate) fn cli(&self) -> anyhow::Result<tokio::process::Command> {
+        let mut command = tokio::process::Command::new(binary("flywheel")?);
+        for (service, flag) in [
+            ("registry", "--registry-url"),
+            ("scheduler", "--scheduler-url"),
+            ("trainer-runner", "--runner-url"),
+            ("monitor", "--monitor-url"),
+            ("deployer", "--deployer-url"),
+        ] {
+            command.args([flag, &self.url(service)]);
+        }
+        command
+            .env("FLYWHEEL__BUS__URL", &self.bus_config.url)
+            .env("FLYWHEEL__BUS__PREFIX", &self.bus_config.prefix);
+        Ok(command)
+    }
+}
