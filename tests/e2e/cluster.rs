@@ -42,6 +42,15 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Servers of the test's own, in place of the shared ones.
+#[derive(Debug, Default)]
+pub(crate) struct Infra {
+    /// A private NATS server.
+    pub(crate) nats_url: Option<String>,
+    /// An S3 endpoint (e.g. a fault-injecting proxy).
+    pub(crate) s3_endpoint: Option<String>,
+}
+
 /// One service process and how to start it again.
 struct Service {
     env: Vec<(String, String)>,
@@ -65,10 +74,24 @@ impl Cluster {
     /// Starts all five and waits until each is ready. `options` add `service.*` options per
     /// service (`FLYWHEEL__SERVICE__<KEY>`).
     pub(crate) async fn start(options: &[(&str, &str, &str)]) -> anyhow::Result<Self> {
+        Self::start_on(&Infra::default(), options).await
+    }
+
+    /// Like [`Cluster::start`], on a NATS server or S3 endpoint of the test's own.
+    pub(crate) async fn start_on(
+        infra: &Infra,
+        options: &[(&str, &str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let prefix = flywheel_testkit::unique_name();
-        let bus_config = flywheel_testkit::bus_config(&prefix);
-        let artifacts = flywheel_testkit::s3_config(&prefix)?;
+        let mut bus_config = flywheel_testkit::bus_config(&prefix);
+        if let Some(url) = &infra.nats_url {
+            bus_config.url = url.clone();
+        }
+        let mut artifacts = flywheel_testkit::s3_config(&prefix)?;
+        if let Some(endpoint) = &infra.s3_endpoint {
+            artifacts.s3.endpoint = Some(endpoint.clone());
+        }
         let mut ports = BTreeMap::new();
         for service in SERVICES {
             ports.insert(service, free_port()?);

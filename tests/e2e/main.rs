@@ -4,6 +4,9 @@
 
 mod chaos;
 mod cluster;
+mod faults;
+mod infrastructure;
+mod poison;
 
 use std::time::{Duration, Instant};
 
