@@ -34,22 +34,7 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
         | 1;
     let mut random = Random(seed);
     let http = reqwest::Client::new();
-    let csv = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crates/train/tests/reference/binary_train.csv"
-    ))?;
-    let pushed: Value = http
-        .post(format!(
-            "{}/api/v1/datasets/chaos-data/versions?format=csv",
-            cluster.url("registry")
-        ))
-        .body(csv)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let version = pushed["version"].as_str().context("version")?.to_owned();
+    let version = cluster.push_training_data("chaos-data").await?;
     let request = |id: &str| {
         json!({
             "request_id": id, "model": "chaos", "reason": "manual",
@@ -137,46 +122,18 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
     assert_eq!(job_requests, accepted);
     assert_eq!(by_status.get("succeeded"), Some(&REQUESTS), "{by_status:?}");
 
-    let registry = cluster.url("registry");
-    let mut versions: Vec<Value> = Vec::new();
-    flywheel_testkit::wait_for("every version registered", Duration::from_secs(60), async || {
-        let found: Value = http
-            .get(format!(
-                "{registry}/api/2.0/mlflow/model-versions/search?filter=name%3D%27chaos%27&max_results=1000"
-            ))
-            .send()
-            .await?
-            .json()
-            .await?;
-        versions = found["model_versions"].as_array().cloned().unwrap_or_default();
-        Ok(versions.len() >= REQUESTS)
-    })
+    let mut per_request = BTreeMap::new();
+    flywheel_testkit::wait_for(
+        "every version registered",
+        Duration::from_secs(60),
+        async || {
+            per_request = cluster.versions_per_request("chaos").await?;
+            Ok(per_request.values().sum::<usize>() >= REQUESTS)
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // a duplicate would land by now
-    let found: Value = http
-        .get(format!(
-            "{registry}/api/2.0/mlflow/model-versions/search?filter=name%3D%27chaos%27&max_results=1000"
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let versions = found["model_versions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
-    for version in &versions {
-        let request = version["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["key"] == "flywheel.request_id")
-            .and_then(|t| t["value"].as_str())
-            .unwrap_or("?")
-            .to_owned();
-        *per_request.entry(request).or_default() += 1;
-    }
+    let per_request = cluster.versions_per_request("chaos").await?;
     let twice: Vec<_> = per_request.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         twice.is_empty(),
@@ -188,7 +145,10 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
         "one version per accepted request"
     );
     let audit: Vec<Value> = http
-        .get(format!("{registry}/api/v1/models/chaos/audit"))
+        .get(format!(
+            "{}/api/v1/models/chaos/audit",
+            cluster.url("registry")
+        ))
         .send()
         .await?
         .json()
@@ -201,7 +161,7 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
     println!(
         "chaos (seed {seed}): killed {kills:?}; {REQUESTS} requests accepted → {} jobs {by_status:?} → {} versions, {registrations} audited registrations, none twice; settled {:.1} s after the first kill",
         jobs.len(),
-        versions.len(),
+        per_request.values().sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
     cluster.stop().await

@@ -283,3 +283,74 @@ impl Cluster {
         Ok(command)
     }
 }
+
+impl Cluster {
+    /// Pushes the shared binary-classification CSV as a dataset; its version.
+    pub(crate) async fn push_training_data(&self, name: &str) -> anyhow::Result<String> {
+        let csv = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/train/tests/reference/binary_train.csv"
+        ))?;
+        let pushed: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/datasets/{name}/versions?format=csv",
+                self.url("registry")
+            ))
+            .body(csv)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(pushed["version"].as_str().context("version")?.to_owned())
+    }
+
+    /// A model's registered versions counted per `flywheel.request_id` tag.
+    pub(crate) async fn versions_per_request(
+        &self,
+        model: &str,
+    ) -> anyhow::Result<BTreeMap<String, usize>> {
+        let found: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "{}/api/2.0/mlflow/model-versions/search?filter=name%3D%27{model}%27&max_results=1000",
+                self.url("registry")
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let mut per_request = BTreeMap::new();
+        for version in found["model_versions"].as_array().into_iter().flatten() {
+            let request = version["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["key"] == "flywheel.request_id")
+                .and_then(|t| t["value"].as_str())
+                .unwrap_or("?")
+                .to_owned();
+            *per_request.entry(request).or_default() += 1;
+        }
+        Ok(per_request)
+    }
+
+    /// The monitor's reports of a deployment: predictions counted in all, and how many windows.
+    pub(crate) async fn monitored(&self, deployment: &str) -> anyhow::Result<(u64, usize)> {
+        let reports: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v1/reports?deployment={deployment}&limit=1000",
+                self.url("monitor")
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok((
+            reports
+                .iter()
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum(),
+            reports.len(),
+        ))
+    }
+}

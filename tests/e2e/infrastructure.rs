@@ -121,22 +121,7 @@ async fn nats_restart_and_failing_s3_lose_nothing_and_count_nothing_twice() -> a
     )
     .await?;
     let http = reqwest::Client::new();
-    let csv = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crates/train/tests/reference/binary_train.csv"
-    ))?;
-    let pushed: Value = http
-        .post(format!(
-            "{}/api/v1/datasets/faults-data/versions?format=csv",
-            cluster.url("registry")
-        ))
-        .body(csv)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let version = pushed["version"].as_str().context("version")?.to_owned();
+    let version = cluster.push_training_data("faults-data").await?;
 
     // Prediction logs from an outside system, all through the faults.
     let publisher = tokio::spawn(publish_predictions(
@@ -202,28 +187,12 @@ async fn nats_restart_and_failing_s3_lose_nothing_and_count_nothing_twice() -> a
             cluster.dir.path().display()
         )
     })?;
-    let registry = cluster.url("registry");
-    let versions_url = format!(
-        "{registry}/api/2.0/mlflow/model-versions/search?filter=name%3D%27faults%27&max_results=1000"
-    );
-    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_request = BTreeMap::new();
     flywheel_testkit::wait_for(
         "every version registered",
         Duration::from_secs(60),
         async || {
-            let found: Value = http.get(&versions_url).send().await?.json().await?;
-            per_request.clear();
-            for version in found["model_versions"].as_array().into_iter().flatten() {
-                let request = version["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|t| t["key"] == "flywheel.request_id")
-                    .and_then(|t| t["value"].as_str())
-                    .unwrap_or("?")
-                    .to_owned();
-                *per_request.entry(request).or_default() += 1;
-            }
+            per_request = cluster.versions_per_request("faults").await?;
             Ok(per_request.len() >= REQUESTS)
         },
     )
@@ -238,60 +207,30 @@ async fn nats_restart_and_failing_s3_lose_nothing_and_count_nothing_twice() -> a
     );
 
     // The monitor: every prediction counted once, in full windows.
-    let monitor = cluster.url("monitor");
     let mut counted = (0u64, 0usize);
     let windows = flywheel_testkit::wait_for(
         "every window reported",
         Duration::from_secs(120),
         async || {
-            let reports: Vec<Value> = http
-                .get(format!(
-                    "{monitor}/api/v1/reports?deployment=outside&limit=1000"
-                ))
-                .send()
-                .await?
-                .json()
-                .await?;
-            counted = (
-                reports
-                    .iter()
-                    .map(|r| r["count"].as_u64().unwrap_or(0))
-                    .sum(),
-                reports.len(),
-            );
+            counted = cluster.monitored("outside").await?;
             Ok(counted.0 >= PREDICTIONS as u64)
         },
     )
     .await;
     windows.with_context(|| format!("counted {counted:?}"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let reports: Vec<Value> = http
-        .get(format!(
-            "{monitor}/api/v1/reports?deployment=outside&limit=1000"
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let total: u64 = reports
-        .iter()
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum();
+    let (total, windows) = cluster.monitored("outside").await?;
     assert_eq!(
         total, PREDICTIONS as u64,
         "each prediction counted exactly once"
     );
-    assert_eq!(
-        reports.len(),
-        PREDICTIONS / WINDOW,
-        "full windows, none twice"
-    );
+    assert_eq!(windows, PREDICTIONS / WINDOW, "full windows, none twice");
     println!(
         "infrastructure faults (NATS killed 3 s, S3 down 5 s then slow 5 s): {REQUESTS} requests → \
          {by_status:?}, {} versions, none twice; {PREDICTIONS} outside prediction logs ({retried} \
          publishes retried) → {total} counted in {} windows; settled {:.1} s after the first fault",
         per_request.len(),
-        reports.len(),
+        windows,
         started.elapsed().as_secs_f64()
     );
     cluster.stop().await?;

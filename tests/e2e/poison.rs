@@ -9,7 +9,7 @@ use anyhow::Context;
 use flywheel_bus::StreamKind;
 use flywheel_events::payloads::PredictionLogged;
 use flywheel_events::{ContentType, Envelope, Event};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster::Cluster;
 
@@ -83,21 +83,6 @@ async fn publish(
     Ok(())
 }
 
-async fn counted(http: &reqwest::Client, monitor: &str, deployment: &str) -> anyhow::Result<u64> {
-    let reports: Vec<Value> = http
-        .get(format!(
-            "{monitor}/api/v1/reports?deployment={deployment}&limit=1000"
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(reports
-        .iter()
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_goes_to_the_dlq_with_reasons_and_good_logs_are_counted_once() -> anyhow::Result<()>
 {
@@ -106,8 +91,6 @@ async fn poison_goes_to_the_dlq_with_reasons_and_good_logs_are_counted_once() ->
         ("monitor", "window_seconds", "3600"),
     ])
     .await?;
-    let http = reqwest::Client::new();
-    let monitor = cluster.url("monitor");
     let jetstream = cluster.bus.jetstream().clone();
 
     // Clean traffic first: how long the monitor takes to count 10 000 logs.
@@ -120,7 +103,7 @@ async fn poison_goes_to_the_dlq_with_reasons_and_good_logs_are_counted_once() ->
     flywheel_testkit::wait_for(
         "the clean logs counted",
         Duration::from_secs(120),
-        async || Ok(counted(&http, &monitor, "clean").await? >= GOOD as u64),
+        async || Ok(cluster.monitored("clean").await?.0 >= GOOD as u64),
     )
     .await?;
     let clean = started.elapsed();
@@ -148,17 +131,17 @@ async fn poison_goes_to_the_dlq_with_reasons_and_good_logs_are_counted_once() ->
     flywheel_testkit::wait_for(
         "the mixed logs counted",
         Duration::from_secs(120),
-        async || Ok(counted(&http, &monitor, "mixed").await? >= GOOD as u64),
+        async || Ok(cluster.monitored("mixed").await?.0 >= GOOD as u64),
     )
     .await?;
     let mixed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        counted(&http, &monitor, "mixed").await?,
+        cluster.monitored("mixed").await?.0,
         GOOD as u64,
         "good logs counted once"
     );
-    assert_eq!(counted(&http, &monitor, "clean").await?, GOOD as u64);
+    assert_eq!(cluster.monitored("clean").await?.0, GOOD as u64);
 
     // Every poison message is in the DLQ once, with a reason.
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();

@@ -5,6 +5,8 @@
 //! approval that move `production`, the monitoring and delivery pages. Screenshots land in
 //! `tests/output/screenshots/` (CI keeps them as artifacts).
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,18 +30,9 @@ async fn the_dashboard_works_in_headless_chromium_against_up_demo() -> anyhow::R
     );
     let dir = tempfile::tempdir()?;
     let bus_config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
-        .args(["up", "--demo", "--base-port", "0", "--dir"])
-        .arg(dir.path())
-        .env("FLYWHEEL__BUS__URL", &bus_config.url)
-        .env("FLYWHEEL__BUS__PREFIX", &bus_config.prefix)
-        .env("FLYWHEEL__BUS__EVENTS_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
+    let mut child = support::up(&["--demo"], dir.path(), &bus_config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let registry = tokio::time::timeout(Duration::from_secs(60), async {
@@ -93,12 +86,7 @@ async fn the_dashboard_works_in_headless_chromium_against_up_demo() -> anyhow::R
     .await?;
     assert_eq!(version["model_version"]["version"], "1", "{version}");
 
-    let pid = child.id().context("pid")?;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
-    assert!(status.success(), "{status}");
+    support::stop(child).await?;
     let bus = flywheel_bus::Bus::connect(&bus_config, "test").await?;
     flywheel_testkit::cleanup_bus(&bus).await;
     Ok(())

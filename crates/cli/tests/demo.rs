@@ -4,6 +4,8 @@
 //! promoted — within a bounded time, asserted on the events the platform published; Ctrl-C
 //! (SIGTERM) then stops everything cleanly.
 
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,18 +20,9 @@ async fn up_demo_closes_the_loop_from_drift_to_a_promoted_retrained_version() ->
 {
     let dir = tempfile::tempdir()?;
     let bus_config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
-        .args(["up", "--demo", "--base-port", "0", "--dir"])
-        .arg(dir.path())
-        .env("FLYWHEEL__BUS__URL", &bus_config.url)
-        .env("FLYWHEEL__BUS__PREFIX", &bus_config.prefix)
-        .env("FLYWHEEL__BUS__EVENTS_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
-        .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
+    let mut child = support::up(&["--demo"], dir.path(), &bus_config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
     // Read stdout to its end (a closed pipe would fail the child's next print).
@@ -149,14 +142,7 @@ async fn up_demo_closes_the_loop_from_drift_to_a_promoted_retrained_version() ->
     assert!(recovery["seconds"].as_f64() > Some(0.0), "{delivery}");
 
     // Ctrl-C: everything stops cleanly.
-    let pid = child.id().context("pid")?;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .context("flywheel up did not stop within 30 s of SIGTERM")??;
-    assert!(status.success(), "{status}");
+    support::stop(child).await?;
     flywheel_testkit::cleanup_bus(&bus).await;
     Ok(())
 }

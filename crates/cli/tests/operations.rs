@@ -3,6 +3,8 @@
 //! missing one refused, predictions refused for an unknown deployment, the live event stream
 //! tailed — tables by default, JSON on request, exit 2 with one line on failure.
 
+mod support;
+
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -22,18 +24,9 @@ impl Platform {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let bus = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
-            .args(["up", "--base-port", "0", "--dir"])
-            .arg(dir.path())
-            .env("FLYWHEEL__BUS__URL", &bus.url)
-            .env("FLYWHEEL__BUS__PREFIX", &bus.prefix)
-            .env("FLYWHEEL__BUS__EVENTS_MAX_AGE_SECS", "3600")
-            .env("FLYWHEEL__BUS__PREDICTIONS_MAX_AGE_SECS", "3600")
-            .env("FLYWHEEL__BUS__DLQ_MAX_AGE_SECS", "3600")
-            .env("FLYWHEEL__BUS__JOBS_MAX_AGE_SECS", "3600")
+        let mut child = support::up(&[], dir.path(), &bus)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
         let mut urls = Vec::new();
@@ -88,13 +81,8 @@ impl Platform {
         Ok(command.args(args).output().await?)
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.child.id().context("pid")?;
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
-        anyhow::ensure!(status.success(), "flywheel up exited with {status}");
+    async fn stop(self) -> anyhow::Result<()> {
+        support::stop(self.child).await?;
         let bus = flywheel_bus::Bus::connect(&self.bus, "test").await?;
         flywheel_testkit::cleanup_bus(&bus).await;
         Ok(())

@@ -94,6 +94,23 @@ fn ticks(low: f64, high: f64, count: usize) -> (f64, f64, f64) {
     (low, high, step)
 }
 
+/// Horizontal grid lines with their values, from `low` to `high` every `step`.
+fn y_axis(svg: &mut String, (low, high, step): (f64, f64, f64), sy: &dyn Fn(f64) -> f64) {
+    let mut y = low;
+    while y <= high + step / 2.0 {
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e4e7ec"/><text x="{}" y="{:.1}" text-anchor="end" fill="#667085">{}</text>"##,
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            sy(y) + 4.0,
+            short(y),
+            py = sy(y)
+        );
+        y += step;
+    }
+}
+
 fn legend(svg: &mut String, names: &[&str]) {
     let mut x = LEFT;
     for (i, name) in names.iter().enumerate() {
@@ -138,19 +155,7 @@ pub(crate) fn line_chart(
     let plot_height = HEIGHT - TOP - BOTTOM;
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * plot_width;
     let sy = |y: f64| TOP + plot_height - (y - y0) / (y1 - y0) * plot_height;
-    let mut y = y0;
-    while y <= y1 + y_step / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e4e7ec"/><text x="{}" y="{:.1}" text-anchor="end" fill="#667085">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            sy(y) + 4.0,
-            short(y),
-            py = sy(y)
-        );
-        y += y_step;
-    }
+    y_axis(&mut svg, (y0, y1, y_step), &sy);
     for i in 0..=4 {
         let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
         let label = match axis {
@@ -219,19 +224,7 @@ pub(crate) fn bar_chart(title: &str, labels: &[String], series: &[(String, Vec<f
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let sy = |y: f64| TOP + plot_height - y / high * plot_height;
-    let mut y = 0.0;
-    while y <= high + step / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e4e7ec"/><text x="{}" y="{:.1}" text-anchor="end" fill="#667085">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            sy(y) + 4.0,
-            short(y),
-            py = sy(y)
-        );
-        y += step;
-    }
+    y_axis(&mut svg, (0.0, high, step), &sy);
     let group = plot_width / labels.len() as f64;
     let bar = (group * 0.8) / series.len() as f64;
     let every = labels.len().div_ceil(7);

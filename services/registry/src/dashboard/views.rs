@@ -32,6 +32,27 @@ fn svg(body: String) -> impl IntoResponse {
     )
 }
 
+/// A model's versions, newest or oldest first.
+async fn versions_of(
+    state: &AppState,
+    name: &str,
+    limit: u64,
+    newest_first: bool,
+) -> Result<Vec<models::ModelVersion>> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let (versions, _) = models::search_versions(
+        &state.db,
+        &models::SearchModels {
+            filter: format!("name = '{}'", name.replace('\'', "''")),
+            max_results: limit,
+            order_by: vec![format!("version_number {order}")],
+            page_token: None,
+        },
+    )
+    .await?;
+    Ok(versions)
+}
+
 /// A model with its versions (gates, lineage, aliases), promotions, audit log and deployments.
 pub(crate) async fn model(
     State(state): State<AppState>,
@@ -39,16 +60,7 @@ pub(crate) async fn model(
 ) -> Result<axum::Json<Value>> {
     let found = models::get_model(&state.db, &name).await?;
     let policy = governance::get_policy(&state.db, &name).await?;
-    let (versions, _) = models::search_versions(
-        &state.db,
-        &models::SearchModels {
-            filter: format!("name = '{}'", name.replace('\'', "''")),
-            max_results: 200,
-            order_by: vec!["version_number DESC".into()],
-            page_token: None,
-        },
-    )
-    .await?;
+    let versions = versions_of(&state, &name, 200, true).await?;
     let mut listed = Vec::new();
     for version in &versions {
         let (passed, gates) = governance::evaluate(&state.db, &policy, version).await?;
@@ -140,16 +152,7 @@ pub(crate) async fn lineage_chart(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse> {
-    let (versions, _) = models::search_versions(
-        &state.db,
-        &models::SearchModels {
-            filter: format!("name = '{}'", name.replace('\'', "''")),
-            max_results: 12,
-            order_by: vec!["version_number DESC".into()],
-            page_token: None,
-        },
-    )
-    .await?;
+    let versions = versions_of(&state, &name, 12, true).await?;
     let mut nodes: Vec<Node> = Vec::new();
     let mut edges = Vec::new();
     let add = |node: Node, nodes: &mut Vec<Node>| {
@@ -658,16 +661,7 @@ pub(crate) async fn model_metrics_chart(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse> {
-    let (versions, _) = models::search_versions(
-        &state.db,
-        &models::SearchModels {
-            filter: format!("name = '{}'", name.replace('\'', "''")),
-            max_results: 200,
-            order_by: vec!["version_number ASC".into()],
-            page_token: None,
-        },
-    )
-    .await?;
+    let versions = versions_of(&state, &name, 200, false).await?;
     let mut by_metric: BTreeMap<&str, Series> = BTreeMap::new();
     for version in &versions {
         for (key, value) in &version.metrics {
