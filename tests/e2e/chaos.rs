@@ -33,7 +33,7 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
         .as_nanos() as u64
         | 1;
     let mut random = Random(seed);
-    let http = reqwest::Client::new();
+    let http = crate::cluster::http();
     let version = cluster.push_training_data("chaos-data").await?;
     let request = |id: &str| {
         json!({

@@ -49,6 +49,8 @@ pub(crate) struct Infra {
     pub(crate) nats_url: Option<String>,
     /// An S3 endpoint (e.g. a fault-injecting proxy).
     pub(crate) s3_endpoint: Option<String>,
+    /// A private PostgreSQL server (URL without a database).
+    pub(crate) postgres_url: Option<String>,
 }
 
 /// One service process and how to start it again.
@@ -107,7 +109,10 @@ impl Cluster {
                 ("FLYWHEEL__BUS__PREFIX".into(), bus_config.prefix.clone()),
                 (
                     "FLYWHEEL__DB__URL".into(),
-                    flywheel_testkit::fresh_postgres().await?.url,
+                    match &infra.postgres_url {
+                        Some(server) => flywheel_testkit::fresh_postgres_on(server).await?.url,
+                        None => flywheel_testkit::fresh_postgres().await?.url,
+                    },
                 ),
                 ("FLYWHEEL__ARTIFACTS__URL".into(), artifacts.url.clone()),
                 ("FLYWHEEL__TELEMETRY__LOG_LEVEL".into(), "info".into()),
@@ -205,7 +210,7 @@ impl Cluster {
     /// Waits until a service answers `/readyz` with 200.
     pub(crate) async fn wait_ready(&self, service: &str) -> anyhow::Result<()> {
         let url = format!("{}/readyz", self.url(service));
-        let http = reqwest::Client::new();
+        let http = http();
         flywheel_testkit::wait_for(
             &format!("the {service} to be ready"),
             Duration::from_secs(90),
@@ -291,7 +296,7 @@ impl Cluster {
             env!("CARGO_MANIFEST_DIR"),
             "/../crates/train/tests/reference/binary_train.csv"
         ))?;
-        let pushed: serde_json::Value = reqwest::Client::new()
+        let pushed: serde_json::Value = http()
             .post(format!(
                 "{}/api/v1/datasets/{name}/versions?format=csv",
                 self.url("registry")
@@ -310,7 +315,7 @@ impl Cluster {
         &self,
         model: &str,
     ) -> anyhow::Result<BTreeMap<String, usize>> {
-        let found: serde_json::Value = reqwest::Client::new()
+        let found: serde_json::Value = http()
             .get(format!(
                 "{}/api/2.0/mlflow/model-versions/search?filter=name%3D%27{model}%27&max_results=1000",
                 self.url("registry")
@@ -336,7 +341,7 @@ impl Cluster {
 
     /// The monitor's reports of a deployment: predictions counted in all, and how many windows.
     pub(crate) async fn monitored(&self, deployment: &str) -> anyhow::Result<(u64, usize)> {
-        let reports: Vec<serde_json::Value> = reqwest::Client::new()
+        let reports: Vec<serde_json::Value> = http()
             .get(format!(
                 "{}/api/v1/reports?deployment={deployment}&limit=1000",
                 self.url("monitor")
@@ -353,4 +358,12 @@ impl Cluster {
             reports.len(),
         ))
     }
+}
+
+/// An HTTP client whose requests fail after 30 s instead of waiting forever on a stuck service.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
 }

@@ -72,12 +72,12 @@ async fn publish(
 ) -> anyhow::Result<()> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id);
-    tokio::time::timeout(
-        Duration::from_secs(10),
+    tokio::time::timeout(Duration::from_secs(10), async {
         jetstream
             .publish_with_headers(subject.to_owned(), headers, body.into())
-            .await?,
-    )
+            .await?
+            .await
+    })
     .await
     .context("no ack within 10 s")??;
     Ok(())

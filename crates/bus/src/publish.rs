@@ -22,6 +22,9 @@ pub struct PublishReceipt {
     pub duplicate: bool,
 }
 
+/// How long one publish attempt (send and ack) may take before it is retried.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Bus {
     /// Publishes an event on its catalogue subject in MessagePack and awaits the ack.
     #[tracing::instrument(skip_all, fields(event_type = envelope.event_type(), event_id = %envelope.id), err)]
@@ -67,15 +70,18 @@ impl Bus {
         }
         let mut attempt = 0;
         loop {
-            let outcome = async {
+            // Bounded as a whole: across a server restart the send or the ack can otherwise
+            // wait forever (seen in the e2e suite); a retry is safe, the message id de-duplicates.
+            let outcome = tokio::time::timeout(PUBLISH_TIMEOUT, async {
                 self.jetstream
                     .publish_with_headers(subject.clone(), headers.clone(), body.clone())
                     .await
                     .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| e.to_string())
-            }
-            .await;
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no ack within {PUBLISH_TIMEOUT:?}")));
             match outcome {
                 Ok(ack) => {
                     return Ok(PublishReceipt {

@@ -5,6 +5,7 @@
 //! run (`scripts/test.sh` starts everything).
 
 mod nats;
+mod postgres;
 pub mod service;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use flywheel_artifacts::{ArtifactStore, ArtifactsConfig, S3Config};
 use flywheel_bus::{Bus, BusConfig};
 use flywheel_db::DbConfig;
 pub use nats::{NatsServer, binary as nats_server_binary};
+pub use postgres::PostgresServer;
 use sea_orm::{ConnectionTrait, Database};
 
 /// A short unique name for one test's resources, e.g. `t0193a2b4c5d6e7f8`.
@@ -74,7 +76,11 @@ pub fn postgres_server_url() -> String {
 
 /// Creates a fresh PostgreSQL database and returns its settings.
 pub async fn fresh_postgres() -> anyhow::Result<DbConfig> {
-    let server = postgres_server_url();
+    fresh_postgres_on(&postgres_server_url()).await
+}
+
+/// Creates a fresh database on the PostgreSQL server at `server` (a URL without a database).
+pub async fn fresh_postgres_on(server: &str) -> anyhow::Result<DbConfig> {
     let name = format!("flywheel_{}", unique_name());
     let admin = tokio::time::timeout(
         Duration::from_secs(10),
