@@ -255,15 +255,8 @@ impl Cluster {
             let Some(entry) = self.services.get_mut(service) else {
                 continue;
             };
-            if let Some(mut child) = entry.child.take() {
-                let pid = child.id().context("pid")?;
-                std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()?;
-                let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-                    .await
-                    .with_context(|| format!("the {service} did not stop within 30 s"))??;
-                anyhow::ensure!(status.success(), "the {service} exited with {status}");
+            if let Some(child) = entry.child.take() {
+                flywheel_testkit::terminate(child, &format!("the {service}")).await?;
             }
         }
         flywheel_testkit::cleanup_bus(&self.bus).await;

@@ -183,3 +183,19 @@ pub async fn envelopes(
     }
     Ok(envelopes)
 }
+
+/// Stops a child process as Ctrl-C or an orchestrator would (SIGTERM) and requires a clean
+/// exit within 30 s; `what` names it in the error.
+pub async fn terminate(mut child: tokio::process::Child, what: &str) -> anyhow::Result<()> {
+    let pid = child
+        .id()
+        .with_context(|| format!("{what} has already exited"))?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .with_context(|| format!("{what} did not stop within 30 s of SIGTERM"))??;
+    anyhow::ensure!(status.success(), "{what} exited with {status}");
+    Ok(())
+}

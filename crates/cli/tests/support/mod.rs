@@ -2,9 +2,6 @@
 //! ports, the test's NATS prefix, and SIGTERM to stop it.
 
 use std::path::Path;
-use std::time::Duration;
-
-use anyhow::Context;
 
 /// `flywheel up <args> --base-port 0 --dir <dir>` on the test's bus; stdio is the caller's.
 pub(crate) fn up(
@@ -28,14 +25,6 @@ pub(crate) fn up(
 }
 
 /// Ctrl-C as a terminal sends it: SIGTERM, then a clean exit within 30 s.
-pub(crate) async fn stop(mut child: tokio::process::Child) -> anyhow::Result<()> {
-    let pid = child.id().context("pid")?;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .context("flywheel up did not stop within 30 s of SIGTERM")??;
-    anyhow::ensure!(status.success(), "flywheel up exited with {status}");
-    Ok(())
+pub(crate) async fn stop(child: tokio::process::Child) -> anyhow::Result<()> {
+    flywheel_testkit::terminate(child, "flywheel up").await
 }
