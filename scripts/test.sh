@@ -47,10 +47,14 @@ python3 scripts/check_proto.py
 say "tests"
 # The end-to-end suite runs the service binaries as separate processes: build them all first.
 cargo build --workspace --bins --locked
+failed=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-  cargo test --workspace --locked --doc
+  cargo nextest run --workspace --locked --no-fail-fast -E 'not binary(e2e)' || failed=1
+  say "end-to-end and chaos suite (tests/e2e): five service processes per test; counts and timings below"
+  cargo nextest run -p flywheel-tests --test e2e --locked --no-fail-fast --success-output final || failed=1
+  cargo test --workspace --locked --doc || failed=1
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast || failed=1
 fi
+[ "$failed" = 0 ] || die "tests failed"
 say "all checks passed"

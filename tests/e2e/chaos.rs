@@ -158,6 +158,8 @@ async fn killing_each_service_mid_workload_loses_nothing_and_doubles_nothing() -
         .filter(|a| a["action"] == "version.registered")
         .count();
     assert_eq!(registrations, REQUESTS, "one audit entry per registration");
+    let gaps = cluster.audit_gaps("chaos").await?;
+    assert!(gaps.is_empty(), "audit log: {gaps:?} (seed {seed})");
     println!(
         "chaos (seed {seed}): killed {kills:?}; {REQUESTS} requests accepted → {} jobs {by_status:?} → {} versions, {registrations} audited registrations, none twice; settled {:.1} s after the first kill",
         jobs.len(),

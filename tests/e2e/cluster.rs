@@ -2,7 +2,7 @@
 //! S3 bucket prefix and one NATS subject prefix for the test, fixed free ports (a restarted
 //! process comes back where it was), logs under a temporary directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -332,6 +332,96 @@ impl Cluster {
         Ok(per_request)
     }
 
+    /// What is wrong with a model's audit log, if anything: every registered version must have
+    /// exactly one registration entry, and each alias's entries must form an unbroken chain
+    /// (each move starts where the previous one ended) that ends at the alias's current version.
+    pub(crate) async fn audit_gaps(&self, model: &str) -> anyhow::Result<Vec<String>> {
+        let registry = self.url("registry");
+        let audit = get_json(format!("{registry}/api/v1/models/{model}/audit")).await?;
+        let found = get_json(format!(
+            "{registry}/api/2.0/mlflow/registered-models/get?name={model}"
+        ))
+        .await?;
+        let searched = get_json(format!(
+            "{registry}/api/2.0/mlflow/model-versions/search?filter=name%3D%27{model}%27&max_results=1000"
+        ))
+        .await?;
+        let versions: BTreeSet<u64> = searched["model_versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["version"].as_str()?.parse().ok())
+            .collect();
+        let mut gaps = Vec::new();
+        let mut last_id = i64::MIN;
+        let mut registered: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut aliases: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        for entry in audit.as_array().into_iter().flatten() {
+            let id = entry["id"].as_i64().unwrap_or(i64::MIN);
+            if id <= last_id {
+                gaps.push(format!("entry {id} out of order"));
+            }
+            last_id = id;
+            let version_of = |side: &str| entry[side]["version"].as_u64();
+            match entry["action"].as_str().unwrap_or_default() {
+                "version.registered" => {
+                    *registered
+                        .entry(version_of("after").unwrap_or(0))
+                        .or_default() += 1;
+                }
+                action @ ("alias.set" | "alias.deleted") => {
+                    let side = if action == "alias.set" {
+                        "after"
+                    } else {
+                        "before"
+                    };
+                    let alias = entry[side]["alias"].as_str().unwrap_or("?").to_owned();
+                    let previous = aliases.get(&alias).copied().flatten();
+                    if version_of("before") != previous {
+                        gaps.push(format!(
+                            "entry {id}: `{alias}` moved from {:?} but the log last left it at {previous:?}",
+                            version_of("before")
+                        ));
+                    }
+                    let now = if action == "alias.set" {
+                        version_of("after")
+                    } else {
+                        None
+                    };
+                    aliases.insert(alias, now);
+                }
+                _ => {}
+            }
+        }
+        for version in &versions {
+            match registered.get(version) {
+                Some(1) => {}
+                n => gaps.push(format!("version {version}: {n:?} registration entries")),
+            }
+        }
+        if let Some(extra) = registered.keys().find(|v| !versions.contains(v)) {
+            gaps.push(format!("registration entry for unknown version {extra}"));
+        }
+        let current: BTreeMap<String, Option<u64>> = found["registered_model"]["aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["alias"].as_str().unwrap_or("?").to_owned(),
+                    a["version"].as_str().and_then(|v| v.parse().ok()),
+                )
+            })
+            .collect();
+        aliases.retain(|_, v| v.is_some());
+        if aliases != current {
+            gaps.push(format!(
+                "aliases per the log {aliases:?}, per the registry {current:?}"
+            ));
+        }
+        Ok(gaps)
+    }
+
     /// The monitor's reports of a deployment: predictions counted in all, and how many windows.
     pub(crate) async fn monitored(&self, deployment: &str) -> anyhow::Result<(u64, usize)> {
         let reports: Vec<serde_json::Value> = http()
@@ -351,6 +441,17 @@ impl Cluster {
             reports.len(),
         ))
     }
+}
+
+/// A JSON answer of a successful GET.
+async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
+    Ok(http()
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// An HTTP client whose requests fail after 30 s instead of waiting forever on a stuck service.

@@ -7,6 +7,7 @@ mod cluster;
 mod faults;
 mod infrastructure;
 mod poison;
+mod serving;
 
 use std::time::{Duration, Instant};
 

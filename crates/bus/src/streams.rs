@@ -31,6 +31,8 @@ impl Bus {
                 c.dlq_max_age_secs,
                 "Flywheel dead letters",
             ),
+            // Kept until revoked and replaced; never aged out.
+            StreamKind::Tokens => (RetentionPolicy::Limits, 0, "Flywheel API tokens (hashed)"),
         };
         Config {
             name: self.subjects.stream(kind),
@@ -44,6 +46,7 @@ impl Bus {
             // (and avoid NATS 2.9's discard-new bug, see docs/architecture.md).
             discard: DiscardPolicy::Old,
             duplicate_window: Duration::from_secs(c.duplicate_window_secs),
+            max_messages_per_subject: if kind == StreamKind::Tokens { 1 } else { 0 },
             ..Default::default()
         }
     }

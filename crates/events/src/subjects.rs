@@ -15,7 +15,7 @@ pub enum SubjectError {
     InvalidToken(String),
 }
 
-/// The four streams of an installation.
+/// The streams of an installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
     /// Domain events, limits retention.
@@ -26,15 +26,18 @@ pub enum StreamKind {
     Predictions,
     /// Messages consumers could not handle.
     Dlq,
+    /// API tokens (hashed), the last record per token id: a key-value store every service reads.
+    Tokens,
 }
 
 impl StreamKind {
     /// All stream kinds.
-    pub const ALL: [StreamKind; 4] = [
+    pub const ALL: [StreamKind; 5] = [
         StreamKind::Events,
         StreamKind::Jobs,
         StreamKind::Predictions,
         StreamKind::Dlq,
+        StreamKind::Tokens,
     ];
 
     /// The stream name without prefix.
@@ -44,6 +47,7 @@ impl StreamKind {
             StreamKind::Jobs => "JOBS",
             StreamKind::Predictions => "PREDICTIONS",
             StreamKind::Dlq => "DLQ",
+            StreamKind::Tokens => "TOKENS",
         }
     }
 }
@@ -104,12 +108,18 @@ impl Subjects {
                 vec![format!("{p}.predictions.>"), format!("{p}.feedback.>")]
             }
             StreamKind::Dlq => vec![format!("{p}.dlq.>")],
+            StreamKind::Tokens => vec![format!("{p}.tokens.>")],
         }
     }
 
     /// `<prefix>.events.<type>`.
     pub fn event(&self, event_type: &str) -> String {
         format!("{}.events.{event_type}", self.prefix)
+    }
+
+    /// `<prefix>.tokens.<id>`: the current record of one API token.
+    pub fn token(&self, id: &str) -> Result<String, SubjectError> {
+        Ok(format!("{}.tokens.{}", self.prefix, check_token(id)?))
     }
 
     /// `<prefix>.jobs.<pool>`: the work queue of one runner pool. Pool names starting with `_`

@@ -125,9 +125,10 @@ fn twenty_features() -> Vec<u8> {
     csv.into_bytes()
 }
 
-/// A deployer serving both models, logging `sample_rate` of the requests.
+/// A deployer serving both models, logging `sample_rate` of the requests in `log_mode`.
 async fn deployer(
     sample_rate: &str,
+    log_mode: &str,
     dir: &std::path::Path,
     logistic: &flywheel_train::Trained,
     onnx: &[u8],
@@ -140,6 +141,9 @@ async fn deployer(
     settings
         .service
         .insert("prediction_log_sample_rate".into(), sample_rate.into());
+    settings
+        .service
+        .insert("prediction_log_mode".into(), log_mode.into());
     let store = ArtifactStore::from_config(&settings.artifacts)?;
     let deployer = InProcess::start(settings, flywheel_deployer::run).await?;
     let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "bench").await?;
@@ -231,9 +235,13 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| model | logging | in flight | requests/s | p50 ms | p99 ms | logs dropped |");
     println!("|---|---|---|---|---|---|---|");
-    for (logging, rate) in [("on", "1"), ("off", "0")] {
+    for (logging, rate, mode) in [
+        ("on, buffered", "1", "buffered"),
+        ("on, acked", "1", "acked"),
+        ("off", "0", "buffered"),
+    ] {
         let dir = tempfile::tempdir()?;
-        let (deployer, bus) = deployer(rate, dir.path(), &logistic, &onnx).await?;
+        let (deployer, bus) = deployer(rate, mode, dir.path(), &logistic, &onnx).await?;
         for (model, body) in [("logistic", &logistic_body), ("trees", &trees_body)] {
             let url = deployer.url(&format!("/v2/models/{model}/infer"));
             for concurrency in [1, 16, 64] {

@@ -84,11 +84,13 @@ pub async fn run(
             "service.prediction_log_buffer: at least 1".into(),
         ));
     }
+    let log_mode: logs::LogMode =
+        settings.option("prediction_log_mode", logs::LogMode::Buffered)?;
     let fault_injection: bool = settings.option("fault_injection", false)?;
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
-    let (logs, queue) = tokio::sync::mpsc::channel(log_buffer);
+    let (logs, queue) = logs::LogQueue::new(log_buffer, log_mode);
     let state = AppState {
         db: kit.database()?.clone(),
         bus: kit.bus.clone(),

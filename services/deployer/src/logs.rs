@@ -1,7 +1,9 @@
 //! Prediction logs: every answered row becomes `prediction.logged` on the PREDICTIONS stream,
-//! published off the request path through a bounded queue; when the queue is full, logs are
-//! dropped and counted (`flywheel_deployer_prediction_logs_dropped_total`) rather than slowing
-//! serving.
+//! published through a bounded queue. `buffered` (default): off the request path; when the
+//! queue is full, logs are dropped and counted (`flywheel_deployer_prediction_logs_dropped_total`)
+//! rather than slowing serving, and a crash loses what is queued. `acked`: the answer waits for
+//! JetStream's acknowledgement of its rows' logs (503 when they cannot be stored), and a row's
+//! log id comes from the deployment and request id, so a client's retry is stored once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,13 +12,84 @@ use flywheel_events::payloads::PredictionLogged;
 use flywheel_events::{Envelope, Event};
 use flywheel_model::{Prediction, Value};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
 use crate::serving::Loaded;
 
+/// One log on its way to the publisher, with whom to tell once it is stored (acked mode).
+pub(crate) type Queued = (Envelope, Option<oneshot::Sender<bool>>);
+
+/// How prediction logs reach the bus (`service.prediction_log_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogMode {
+    /// Off the request path: fastest; a crash loses what is queued.
+    Buffered,
+    /// The answer waits until its logs are stored: an answered request is a logged one.
+    Acked,
+}
+
+impl std::str::FromStr for LogMode {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "buffered" => Ok(Self::Buffered),
+            "acked" => Ok(Self::Acked),
+            other => Err(format!("`{other}` is neither `buffered` nor `acked`")),
+        }
+    }
+}
+
 /// Queue between request handlers and the publisher.
-pub(crate) type LogQueue = mpsc::Sender<Envelope>;
+#[derive(Debug, Clone)]
+pub(crate) struct LogQueue {
+    sender: mpsc::Sender<Queued>,
+    mode: LogMode,
+}
+
+impl LogQueue {
+    /// A queue of `capacity` logs, and its receiving end for [`publish`].
+    pub(crate) fn new(capacity: usize, mode: LogMode) -> (Self, mpsc::Receiver<Queued>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        (Self { sender, mode }, receiver)
+    }
+}
+
+tokio::task_local! {
+    /// The acknowledgements a request handler waits for before answering (acked mode).
+    static AWAITED: std::cell::RefCell<Vec<oneshot::Receiver<bool>>>;
+}
+
+/// Runs a request handler; in acked mode its answer stands only once every log it queued is
+/// stored, else it becomes a 503 (the client retries; the logs' ids make the retry one log).
+pub(crate) async fn durably<T>(
+    state: &AppState,
+    handler: impl Future<Output = Result<T, crate::error::InferenceError>>,
+) -> Result<T, crate::error::InferenceError> {
+    if state.logs.mode == LogMode::Buffered {
+        return handler.await;
+    }
+    let (reply, awaited) = AWAITED
+        .scope(std::cell::RefCell::default(), async {
+            let reply = handler.await;
+            (reply, AWAITED.with(std::cell::RefCell::take))
+        })
+        .await;
+    let answer = reply?;
+    for stored in awaited {
+        if stored.await != Ok(true) {
+            metrics::counter!("flywheel_deployer_prediction_logs_unstored_total").increment(1);
+            return Err(crate::DeployerError::NotReady(
+                "the prediction was made but its log could not be stored; retry with the same id"
+                    .into(),
+            )
+            .into());
+        }
+    }
+    Ok(answer)
+}
 
 fn value(v: &Value) -> serde_json::Value {
     match v {
@@ -131,13 +204,37 @@ pub(crate) fn log_failure(state: &AppState, loaded: &Loaded, latency: Duration, 
 }
 
 fn queue(state: &AppState, event: Event) {
-    if state
-        .logs
-        .try_send(Envelope::new(crate::SERVICE, "default", event))
-        .is_err()
-    {
+    let mut envelope = Envelope::new(crate::SERVICE, "default", event);
+    let mut stored = None;
+    if state.logs.mode == LogMode::Acked {
+        if let Event::PredictionLogged(log) = &envelope.event {
+            envelope.id = retry_safe_id(log);
+        }
+        let (told, awaited) = oneshot::channel();
+        // Outside a handler (a shadow answer after the reply) nobody waits.
+        let _ = AWAITED.try_with(|list| list.borrow_mut().push(awaited));
+        stored = Some(told);
+    }
+    // A full queue drops the log; in acked mode the dropped sender fails the request.
+    if state.logs.sender.try_send((envelope, stored)).is_err() {
         metrics::counter!("flywheel_deployer_prediction_logs_dropped_total").increment(1);
     }
+}
+
+/// The same id for the same row of the same request to the same deployment, whichever version
+/// or process answers it: JetStream's de-duplication then stores a retried request's log once.
+fn retry_safe_id(log: &PredictionLogged) -> uuid::Uuid {
+    let digest = sha2::Sha256::new()
+        .chain_update(log.deployment.as_bytes())
+        .chain_update([0])
+        .chain_update(log.request_id.as_bytes())
+        .chain_update([u8::from(log.shadow)])
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8: custom
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    uuid::Uuid::from_bytes(bytes)
 }
 
 /// Queues one `prediction.logged` per row of a tensor model: the input row under the input's
@@ -190,7 +287,7 @@ pub(crate) fn log_tensors(
 /// Publishes queued logs, up to 64 at once; on shutdown, what is queued still goes out.
 pub(crate) async fn publish(
     bus: flywheel_bus::Bus,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Queued>,
     shutdown: flywheel_runtime::CancellationToken,
 ) -> flywheel_runtime::ServiceResult {
     let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -200,13 +297,17 @@ pub(crate) async fn publish(
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             next = queue.recv(), if in_flight.len() < 64 => match next {
-                Some(envelope) => {
+                Some((envelope, stored)) => {
                     let bus = bus.clone();
                     in_flight.push(async move {
-                        if let Err(e) = bus.publish(&envelope).await {
+                        let published = bus.publish(&envelope).await;
+                        if let Err(e) = &published {
                             metrics::counter!("flywheel_deployer_prediction_logs_dropped_total")
                                 .increment(1);
                             tracing::debug!(error = %e, "prediction log not published");
+                        }
+                        if let Some(stored) = stored {
+                            let _ = stored.send(published.is_ok());
                         }
                     });
                 }

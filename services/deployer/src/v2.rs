@@ -534,7 +534,11 @@ async fn run_infer(
 ) -> InferReply {
     let started = Instant::now();
     let route = route(&state, &name, version.as_deref())?;
-    let reply = answer_infer(&state, &route, &headers, &body, started).await;
+    let reply = crate::logs::durably(
+        &state,
+        answer_infer(&state, &route, &headers, &body, started),
+    )
+    .await;
     observe(&state, &route.primary, started, &reply);
     reply
 }
@@ -549,9 +553,11 @@ async fn answer_infer(
     let loaded = route.primary.clone();
     let request = parse_request(headers, body)?;
     route.inject(started).await?;
+    // An empty id (some clients send one) is no id: ids key the logs.
     let id = request
         .id
         .clone()
+        .filter(|id| !id.is_empty())
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let mut tensors = match &loaded.served {
         Served::Onnx(model) => onnx_infer(state, route, model, &request, &id, started).await?,
@@ -668,7 +674,7 @@ async fn predict_records(
 ) -> Reply {
     let started = Instant::now();
     let route = route(&state, &name, None)?;
-    let reply = answer_records(&state, &route, &body, started).await;
+    let reply = crate::logs::durably(&state, answer_records(&state, &route, &body, started)).await;
     observe(&state, &route.primary, started, &reply);
     reply
 }

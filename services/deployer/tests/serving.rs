@@ -1073,6 +1073,67 @@ async fn prediction_logs_are_sampled_and_overload_drops_are_counted() -> anyhow:
     Ok(())
 }
 
+/// Acked mode: the answer comes only after its log is stored, and a client retrying a request
+/// with the same id (as after a deployer crash) leaves one log.
+#[tokio::test]
+async fn acked_logs_are_stored_before_the_answer_and_a_retry_is_logged_once() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let (deployer, _, store, bus) =
+        start_with(false, dir.path(), &[("prediction_log_mode", "acked")]).await?;
+    let http = reqwest::Client::new();
+    serve_churn(&http, &deployer, &bus, &store).await?;
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.subjects().stream(StreamKind::Predictions))
+        .await?;
+    let infer = |id: String| {
+        http.post(deployer.url("/v2/models/churn/infer"))
+            .json(&json!({"id": id, "inputs": [
+                {"name": "f0", "shape": [2], "datatype": "FP64", "data": [0.3, -1.0]},
+                {"name": "f1", "shape": [2], "datatype": "FP64", "data": [-0.2, 0.4]},
+                {"name": "f2", "shape": [2], "datatype": "FP64", "data": [1.0, 0.0]},
+                {"name": "f3", "shape": [2], "datatype": "FP64", "data": [0.0, 2.0]},
+                {"name": "f4", "shape": [2], "datatype": "FP64", "data": [0.5, 0.1]},
+                {"name": "f5", "shape": [2], "datatype": "FP64", "data": [-1.0, 0.7]},
+            ]}))
+            .send()
+    };
+    for i in 0..20u64 {
+        infer(format!("acked-{i}")).await?.error_for_status()?;
+        // No waiting: both rows' logs are in the stream when the answer is.
+        assert_eq!(stream.info().await?.state.messages, 2 * (i + 1));
+    }
+    for _ in 0..3 {
+        infer("acked-7".to_owned()).await?.error_for_status()?;
+    }
+    let records = http
+        .post(deployer.url("/v1/deployments/churn/predict"))
+        .json(&json!([{"f0": 0.3, "f1": -0.2, "f2": 1.0, "f3": 0.0, "f4": 0.5, "f5": -1.0}]))
+        .send()
+        .await?;
+    assert_eq!(records.status(), 200);
+    assert_eq!(
+        stream.info().await?.state.messages,
+        41,
+        "retries of acked-7 stored nothing new; the records request one log"
+    );
+    deployer.stop().await?;
+    flywheel_testkit::cleanup_bus(&bus).await;
+    let refused = flywheel_testkit::service::InProcess::start(
+        {
+            let mut s = ServiceSettings::defaults_for("deployer", 0);
+            s.service
+                .insert("prediction_log_mode".into(), "eventually".into());
+            s
+        },
+        flywheel_deployer::run,
+    )
+    .await;
+    assert!(refused.is_err(), "an unknown log mode is refused");
+    Ok(())
+}
+
 async fn register_onnx(
     bus: &Bus,
     store: &ArtifactStore,
