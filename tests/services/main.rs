@@ -1,6 +1,9 @@
 //! Every service starts in-process against real NATS, PostgreSQL and S3, answers `/healthz`,
 //! `/readyz` and `/metrics`, provisions the streams, and stops cleanly when told to.
 
+mod access;
+mod nats_permissions;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

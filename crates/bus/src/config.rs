@@ -26,6 +26,23 @@ pub struct BusConfig {
     pub request_timeout_secs: u64,
     /// How many times a publish is retried on a transient failure (dedup makes this safe).
     pub publish_retries: u32,
+    /// NATS user, when the server requires one (each service has its own: see
+    /// `deploy/nats/nats.conf`).
+    pub user: Option<String>,
+    /// Its password (never printed).
+    pub password: Option<Password>,
+}
+
+/// A password: serialised as itself (settings travel to child processes as variables),
+/// printed as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for BusConfig {
@@ -42,6 +59,8 @@ impl Default for BusConfig {
             connect_timeout_secs: 30,
             request_timeout_secs: 10,
             publish_retries: 5,
+            user: None,
+            password: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod error;
+mod permissions;
 mod publish;
 mod streams;
 mod trace;
@@ -16,13 +17,14 @@ use std::time::Duration;
 
 pub use async_nats::HeaderMap;
 use async_nats::jetstream;
-pub use config::BusConfig;
+pub use config::{BusConfig, Password};
 pub use consumer::{ConsumerSpec, Delivery, Handler, Outcome, run_consumer};
 pub use dlq::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ERROR, DLQ_ORIGINAL_ID, DLQ_SEQUENCE, DLQ_STREAM, DLQ_SUBJECT,
 };
 pub use error::{BusError, Result};
 pub use flywheel_events::{StreamKind, Subjects};
+pub use permissions::{NatsUser, nats_config};
 pub use publish::{EVENT_TYPE_HEADER, PublishReceipt};
 
 /// A connection to NATS with JetStream, scoped to one subject prefix.
@@ -42,7 +44,11 @@ impl Bus {
     /// until `connect_timeout` passes.
     pub async fn connect(config: &BusConfig, source: &str) -> Result<Self> {
         let subjects = Subjects::new(config.prefix.clone())?;
-        let connect = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.0.clone());
+        }
+        let connect = options
             .name(format!("flywheel-{source}"))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))

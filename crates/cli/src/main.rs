@@ -71,6 +71,25 @@ struct Urls {
         global = true
     )]
     deployer_url: String,
+    /// An API token, sent as `Authorization: Bearer` (needed when the services run with
+    /// `auth.enabled`).
+    #[arg(long, env = "FLYWHEEL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Urls {
+    /// The headers every request carries: the token, if one was given.
+    fn credentials(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token
+            && let Ok(mut value) =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +248,7 @@ fn number(value: &Value) -> String {
 async fn run(cli: Cli) -> Result<bool, Failure> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
+        .default_headers(cli.urls.credentials())
         .build()?;
     let urls = &cli.urls;
     match cli.command {

@@ -288,6 +288,7 @@ impl EventStream {
         // No overall timeout: the stream lasts as long as it is wanted.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .default_headers(urls.credentials())
             .build()?;
         let url = format!("{}/api/v1/events/stream", base(&urls.registry_url));
         let response = http.get(&url).send().await.map_err(|e| {

@@ -152,6 +152,8 @@ catalogue! {
     MonitorAlertRaised(MonitorAlertRaised) = "monitor.alert.raised", 1, Events;
     /// An alert resolved.
     MonitorAlertResolved(MonitorAlertResolved) = "monitor.alert.resolved", 1, Events;
+    /// A request was refused (401 or 403).
+    SecurityAccessDenied(AccessDenied) = "security.access.denied", 1, Events;
 }
 
 impl Event {

@@ -46,6 +46,7 @@ pub struct ServiceKit {
     pub shutdown: CancellationToken,
     readiness: Readiness,
     mount: Mount,
+    tokens: Option<flywheel_auth::TokenStore>,
     tasks: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -96,6 +97,15 @@ impl ServiceKit {
             }
         };
         tracing::info!(service = name, "dependencies connected");
+        let tokens = settings.auth.enabled.then(|| {
+            flywheel_auth::TokenStore::open(bus.clone(), &settings.auth, shutdown.clone())
+        });
+        if tokens.is_none() {
+            tracing::warn!(
+                service = name,
+                "authentication is off (auth.enabled = false): every caller may do everything"
+            );
+        }
         Ok(Self {
             name,
             settings,
@@ -105,6 +115,7 @@ impl ServiceKit {
             shutdown,
             readiness,
             mount,
+            tokens,
             tasks: TaskTracker::new(),
             server,
         })
@@ -117,10 +128,31 @@ impl ServiceKit {
         })
     }
 
-    /// Mounts the service's own routes and marks it ready.
+    /// Mounts the service's own routes behind the default access rule (reads need a viewer,
+    /// changes an operator) and marks the service ready.
     pub fn mount(&self, routes: Router) {
+        self.mount_with_access(routes, std::sync::Arc::new(crate::access::default_access));
+    }
+
+    /// Mounts the service's own routes behind its own access rule and marks it ready.
+    pub fn mount_with_access(&self, routes: Router, rule: crate::access::AccessRule) {
+        let gate = crate::access::Gate::new(self.name, self.tokens.clone(), rule, self.bus.clone());
+        // A service with no routes of its own (the runner) has nothing to guard.
+        let routes = if routes.has_routes() {
+            routes.route_layer(axum::middleware::from_fn_with_state(
+                gate,
+                crate::access::check,
+            ))
+        } else {
+            routes
+        };
         self.mount.set(routes);
         self.readiness.set_started();
+    }
+
+    /// The token store, when authentication is on.
+    pub fn tokens(&self) -> Option<&flywheel_auth::TokenStore> {
+        self.tokens.as_ref()
     }
 
     /// Runs a long-lived task (a consumer loop, a ticker) that must stop on shutdown.

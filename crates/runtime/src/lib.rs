@@ -5,6 +5,7 @@
 //! Every service is `run(settings, listener, shutdown)` on top of this crate, and every
 //! `main.rs` is one call to [`service_main`].
 
+pub mod access;
 mod error;
 pub mod http;
 mod kit;
@@ -16,7 +17,9 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use access::{Access, AccessRule};
 pub use error::{ServiceError, ServiceResult};
+pub use flywheel_auth::{Principal, Role};
 pub use flywheel_db::NoMigrations;
 pub use http::{ApiError, ApiJson, ErrorCode};
 pub use kit::{ServiceKit, Storage};

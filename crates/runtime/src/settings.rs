@@ -59,6 +59,9 @@ pub struct ServiceSettings {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: flywheel_auth::AuthConfig,
     /// Options of the service itself (`[service]` in the file, `FLYWHEEL__SERVICE__<KEY>` in
     /// the environment); each service documents its keys.
     #[serde(default)]
@@ -80,6 +83,7 @@ impl ServiceSettings {
             },
             artifacts: ArtifactsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: flywheel_auth::AuthConfig::default(),
             service: std::collections::BTreeMap::new(),
         }
     }
@@ -100,6 +104,7 @@ impl ServiceSettings {
 
     /// Checks every section; the message names the offending key and the expected form.
     pub fn validate(&self) -> Result<(), ServiceError> {
+        self.auth.validate().map_err(ServiceError::Config)?;
         let http = &self.http;
         if http.host.parse::<std::net::IpAddr>().is_err() && http.host != "localhost" {
             return Err(ServiceError::Config(format!(

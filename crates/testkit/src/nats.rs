@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -38,10 +39,26 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 impl NatsServer {
     /// Starts a server on a free port with a fresh store directory.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_config(None).await
+    }
+
+    /// Starts a server with this configuration text (e.g. an `authorization` block) besides
+    /// the port, JetStream and store given on the command line.
+    pub async fn start_with_config(config: Option<&str>) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let store = tempfile::tempdir()?;
+        let config = match config {
+            Some(text) => {
+                let path = store.path().join("nats.conf");
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut server = Self {
             port,
-            store: tempfile::tempdir()?,
+            store,
+            config,
             child: None,
         };
         server.spawn().await?;
@@ -54,7 +71,11 @@ impl NatsServer {
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(binary()?)
+        let mut command = Command::new(binary()?);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

@@ -33,6 +33,8 @@ pub struct Deployment {
     pub strategy: RolloutStrategy,
     /// What a new version must hold to during a rollout.
     pub slo: Slo,
+    /// Whether its inference endpoints answer without a token (with authentication on).
+    pub public_inference: bool,
     /// `waiting`, `serving` or `failed`.
     pub status: String,
     /// Why it is in that state.
@@ -61,6 +63,9 @@ pub struct DeploymentSpec {
     /// What a new version must hold to during a rollout.
     #[serde(default)]
     pub slo: Slo,
+    /// Inference without a token (default: a token with at least the viewer role).
+    #[serde(default)]
+    pub public_inference: bool,
 }
 
 fn direct() -> RolloutStrategy {
@@ -138,6 +143,7 @@ fn from_row(row: &QueryResult) -> Result<Deployment> {
         strategy: serde_json::from_str(&row.try_get::<String>("", "strategy")?)
             .unwrap_or(RolloutStrategy::Direct),
         slo: serde_json::from_str(&row.try_get::<String>("", "slo")?).unwrap_or_default(),
+        public_inference: row.try_get("", "public_inference")?,
         status: row.try_get("", "status")?,
         detail: row.try_get("", "detail")?,
         updated_at: row.try_get("", "updated_at")?,
@@ -156,6 +162,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             Deployments::RolledBackVersion,
             Deployments::Strategy,
             Deployments::Slo,
+            Deployments::PublicInference,
             Deployments::Status,
             Deployments::Detail,
             Deployments::UpdatedAt,
@@ -236,6 +243,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                     Deployments::Version,
                     Deployments::Strategy,
                     Deployments::Slo,
+                    Deployments::PublicInference,
                     Deployments::Status,
                     Deployments::Detail,
                     Deployments::UpdatedAt,
@@ -248,6 +256,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                     version.into(),
                     strategy.into(),
                     slo.into(),
+                    spec.public_inference.into(),
                     "waiting".into(),
                     String::new().into(),
                     crate::now_millis().into(),
@@ -262,6 +271,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                             Deployments::Version,
                             Deployments::Strategy,
                             Deployments::Slo,
+                            Deployments::PublicInference,
                             Deployments::Status,
                             Deployments::Detail,
                             Deployments::UpdatedAt,
@@ -282,6 +292,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
         crate::rollouts::cancel(state, name);
         state.serving.remove(name);
     }
+    state.public_inference.set(name, spec.public_inference);
     activate(state, name).await?;
     get(&state.db, name).await
 }
@@ -304,6 +315,7 @@ pub(crate) async fn delete(state: &AppState, name: &str) -> Result<()> {
         )));
     }
     state.serving.remove(name);
+    state.public_inference.set(name, false);
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! against the serving version and rolled back on a breach — and logs predictions to the
 //! PREDICTIONS stream. Built-in (`flywheel`) models and ONNX (scikit-learn exports among them).
 
+mod access;
 mod api;
 mod binary;
 mod catalog;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub(crate) log_sample_rate: f64,
     /// Whether the API may inject faults into served versions (chaos tests).
     pub(crate) fault_injection: bool,
+    /// Deployments whose inference needs no token.
+    pub(crate) public_inference: access::PublicInference,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -101,6 +104,7 @@ pub async fn run(
         shutdown: kit.shutdown.clone(),
         log_sample_rate,
         fault_injection,
+        public_inference: access::PublicInference::default(),
     };
     kit.start_outbox()?;
     kit.spawn(logs::publish(kit.bus.clone(), queue, kit.shutdown.clone()));
@@ -109,6 +113,9 @@ pub async fn run(
         .await
         .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?
     {
+        state
+            .public_inference
+            .set(&deployment.name, deployment.public_inference);
         if let Err(e) = deployments::activate(&state, &deployment.name).await {
             tracing::warn!(deployment = %deployment.name, error = %e, "cannot serve after restart");
         }
@@ -117,6 +124,7 @@ pub async fn run(
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
     });
-    kit.mount(api::router().merge(v2::router()).with_state(state));
+    let rule = access::rule(state.public_inference.clone());
+    kit.mount_with_access(api::router().merge(v2::router()).with_state(state), rule);
     kit.run_until_shutdown().await
 }

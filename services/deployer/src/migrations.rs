@@ -14,8 +14,39 @@ flywheel_db::migrator!(
         flywheel_runtime::outbox::CreateOutbox::new("deployer"),
         CreateDeployments,
         RememberRollbacks,
+        PublicInference,
     ]
 );
+
+/// Whether a deployment's inference endpoints answer callers without a token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublicInference;
+
+impl MigrationName for PublicInference {
+    fn name(&self) -> &str {
+        "m0004_deployer_public_inference"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for PublicInference {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Deployments::Table)
+                    .add_column(
+                        ColumnDef::new(Deployments::PublicInference)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
 
 /// The version a deployment rolled back from, so it is not rolled out again until its alias
 /// moves or the deployment is replaced.

@@ -30,6 +30,7 @@ pub(crate) enum Deployments {
     Detail,
     UpdatedAt,
     RolledBackVersion,
+    PublicInference,
 }
 
 /// Where each model's aliases point (from `model.version.alias_changed`).

@@ -15,6 +15,22 @@ use crate::schema::{Alerts, Policies, Reports};
 use crate::settings::MonitoringSettings;
 use crate::{AppState, MonitorError, Result};
 
+/// Who may call what: comparing datasets (`POST /api/v1/drift`) only reads, so a viewer may;
+/// webhooks send data out of the platform, so only an admin sets them; the rest follows the
+/// default rule.
+pub(crate) fn access_rule() -> flywheel_runtime::AccessRule {
+    std::sync::Arc::new(|method: &axum::http::Method, route: &str, path: &str| {
+        use flywheel_runtime::{Access, Role};
+        match route {
+            "/api/v1/drift" => Access::Needs(Role::Viewer),
+            "/api/v1/webhooks/{name}" if method != axum::http::Method::GET => {
+                Access::Needs(Role::Admin)
+            }
+            _ => flywheel_runtime::access::default_access(method, route, path),
+        }
+    })
+}
+
 /// The routes.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()

@@ -43,6 +43,7 @@ pub(crate) async fn production_rows(
         .post(&url)
         .header("content-type", "text/csv")
         .header("x-flywheel-actor", "monitor")
+        .headers(state.export.credentials.clone())
         .body(csv)
         .send()
         .await

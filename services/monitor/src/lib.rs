@@ -65,6 +65,8 @@ pub struct AppState {
 pub struct ExportConfig {
     /// `registry_url`: where the dataset version is pushed.
     pub registry_url: String,
+    /// The monitor's own credentials for the registry (`auth.service_token`).
+    pub credentials: axum::http::HeaderMap,
     /// `export_rows`: the latest labelled rows exported.
     pub rows: u64,
     /// `export_min_rows`: fewer labelled rows than this and the training dataset is used.
@@ -96,6 +98,7 @@ pub async fn run(
     };
     let export = ExportConfig {
         registry_url: settings.option("registry_url", "http://127.0.0.1:8080".to_owned())?,
+        credentials: flywheel_runtime::access::service_headers(&settings.auth),
         rows: settings.option("export_rows", 5000u64)?.max(1),
         min_rows: settings.option("export_min_rows", 200u64)?.max(1),
     };
@@ -128,6 +131,6 @@ pub async fn run(
         webhooks::handle(s.clone(), http.clone(), delivery)
     });
     kit.spawn(reader::run(state.clone(), config, kit.shutdown.clone()));
-    kit.mount(api::router().with_state(state));
+    kit.mount_with_access(api::router().with_state(state), api::access_rule());
     kit.run_until_shutdown().await
 }

@@ -16,6 +16,9 @@ pub enum RegistryError {
     /// A value is malformed or not allowed.
     #[error("{0}")]
     InvalidParameter(String),
+    /// No credentials, or ones that identify no one.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The actor may not do this (e.g. approve their own version under four eyes).
     #[error("{0}")]
     Forbidden(String),
@@ -62,6 +65,7 @@ impl RegistryError {
             RegistryError::NotFound(_) => ErrorCode::NotFound,
             RegistryError::AlreadyExists(_) => ErrorCode::Conflict,
             RegistryError::InvalidParameter(_) => ErrorCode::BadRequest,
+            RegistryError::Unauthenticated(_) => ErrorCode::Unauthorized,
             RegistryError::Forbidden(_) => ErrorCode::Forbidden,
             RegistryError::Refused(_) => ErrorCode::Unprocessable,
             RegistryError::Unavailable(_) => ErrorCode::Unavailable,

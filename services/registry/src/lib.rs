@@ -3,6 +3,7 @@
 //! the stock `mlflow` client logs to Flywheel. Datasets, model versions, governance and the
 //! native `/api/v1` arrive in the rest of the registry issue.
 
+mod access;
 mod api;
 mod dashboard;
 pub mod datasets;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub bus: flywheel_bus::Bus,
     /// The services the dashboard's actions reach.
     pub peers: Peers,
+    /// API tokens, when authentication is on.
+    pub tokens: Option<flywheel_auth::TokenStore>,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
@@ -62,6 +65,7 @@ pub async fn run(
             kit.settings
                 .option("deployer_url", "http://127.0.0.1:8084".to_owned())?,
         ),
+        tokens: kit.tokens().cloned(),
     };
     kit.start_outbox()?;
     let jobs_state = state.clone();
@@ -78,11 +82,13 @@ pub async fn run(
             readmodels::handle(state.clone(), delivery)
         });
     }
-    kit.mount(
+    kit.mount_with_access(
         mlflow::router()
             .merge(api::router())
             .merge(dashboard::router())
+            .merge(access::router())
             .with_state(state),
+        access::rule(),
     );
     kit.run_until_shutdown().await
 }

@@ -23,6 +23,9 @@ pub struct RunnerConfig {
     pub claim_timeout: Duration,
     /// `registry_url`: where dataset versions and production metrics are looked up.
     pub registry_url: String,
+    /// The runner's credentials for the registry (`auth.service_token`), also given to external
+    /// trainers as `MLFLOW_TRACKING_TOKEN`.
+    pub registry_token: Option<String>,
     /// `work_dir`: scratch space for external trainers.
     pub work_dir: PathBuf,
     /// `limit_memory`: run external trainers under an address-space limit of the requested
@@ -65,6 +68,7 @@ impl RunnerConfig {
                 .option("registry_url", "http://127.0.0.1:8080".to_owned())?
                 .trim_end_matches('/')
                 .to_owned(),
+            registry_token: settings.auth.service_token.clone(),
             work_dir: PathBuf::from(settings.option("work_dir", ".flywheel/runner".to_owned())?),
             limit_memory: settings.option("limit_memory", false)?,
         };

@@ -175,6 +175,9 @@ pub(crate) async fn train(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(token) = &runner.config.registry_token {
+        command.env("MLFLOW_TRACKING_TOKEN", token);
+    }
     let mut child = command
         .spawn()
         .map_err(|e| TrainFailure::retryable(format!("cannot start `sh`: {e}")))?;

@@ -130,6 +130,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> ServiceResult {
     let config = RunnerConfig::from_settings(&settings)?;
+    let registry_credentials = flywheel_runtime::access::service_headers(&settings.auth);
     let kit = ServiceKit::start::<flywheel_runtime::NoMigrations>(
         SERVICE,
         settings,
@@ -143,8 +144,10 @@ pub async fn run(
         config,
         bus: kit.bus.clone(),
         artifacts: kit.artifacts.clone(),
+        // It calls only the registry: its credentials go with every request.
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .default_headers(registry_credentials)
             .build()
             .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?,
         running: Mutex::new(HashMap::new()),

@@ -5,6 +5,7 @@ mod dataset;
 mod deployment;
 mod model;
 mod monitoring;
+mod security;
 mod training;
 
 pub use common::*;
@@ -12,4 +13,5 @@ pub use dataset::*;
 pub use deployment::*;
 pub use model::*;
 pub use monitoring::*;
+pub use security::*;
 pub use training::*;

@@ -37,6 +37,18 @@ impl Peers {
     }
 }
 
+/// The caller's credentials, passed on: a relayed action is allowed only if the caller may do
+/// it at the service that does it.
+fn forwarded(headers: &HeaderMap) -> HeaderMap {
+    let mut passed = HeaderMap::new();
+    if let Some((token, _)) = flywheel_runtime::access::credentials(headers)
+        && let Ok(value) = format!("Bearer {token}").parse()
+    {
+        passed.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    passed
+}
+
 fn unreachable(service: &str, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(format!("the {service} does not answer: {e}"))
 }
@@ -56,6 +68,7 @@ pub(crate) async fn cancel_job(
             state.peers.scheduler_url
         ))
         .header("x-flywheel-actor", actor)
+        .headers(forwarded(&headers))
         .send()
         .await
         .map_err(|e| unreachable("scheduler", e))?;
@@ -80,6 +93,7 @@ pub(crate) async fn rollback(
         .peers
         .http
         .get(&url)
+        .headers(forwarded(&headers))
         .send()
         .await
         .map_err(|e| unreachable("deployer", e))?;
@@ -130,6 +144,7 @@ pub(crate) async fn rollback(
         .http
         .put(&url)
         .header("x-flywheel-actor", &actor)
+        .headers(forwarded(&headers))
         .json(&replacement)
         .send()
         .await

@@ -40,22 +40,65 @@ function chart(src, alt) {
   return el("img", { class: "chart", src: `${src}${src.includes("?") ? "&" : "?"}t=${Date.now()}`, alt });
 }
 
+// Who is signed in (from GET /api/v1/session): with authentication on, the session cookie is
+// HTTP-only, so the page knows only the name, role and the CSRF token its changes must carry.
+let session = null;
+
+class SignInNeeded extends Error {}
+
 async function get(path) {
   const response = await fetch(path);
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) throw new SignInNeeded(body.message || "sign in");
   if (!response.ok) throw new Error(body.message || `${path}: HTTP ${response.status}`);
   return body;
 }
 
 async function send(method, path, body) {
+  const headers = { "content-type": "application/json", "x-flywheel-actor": "dashboard" };
+  if (session && session.csrf_token) headers["x-csrf-token"] = session.csrf_token;
   const response = await fetch(path, {
     method,
-    headers: { "content-type": "application/json", "x-flywheel-actor": "dashboard" },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({}));
+  if (response.status === 401) throw new SignInNeeded(answer.message || "sign in");
   if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
   return answer;
+}
+
+async function loadSession() {
+  const response = await fetch("/api/v1/session");
+  session = response.ok ? await response.json() : null;
+  const who = $("#who");
+  who.replaceChildren();
+  if (session && session.auth) {
+    who.append(`${session.name} (${session.role}) `);
+    who.append(el("button", { id: "sign_out", onclick: async () => {
+      await fetch("/api/v1/session", { method: "DELETE" });
+      location.reload();
+    } }, "Sign out"));
+  }
+}
+
+function signInPage(reason) {
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", placeholder: "fwt_…", size: "60" });
+  const form = el("form", { id: "sign_in" }, el("p", {}, reason), el("label", {}, "API token ", input), " ", el("button", { class: "primary", type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const response = await fetch("/api/v1/session", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: input.value }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) return notice(answer.message || `HTTP ${response.status}`, true);
+    await loadSession();
+    listen();
+    render();
+  });
+  return [el("h2", {}, "Sign in"), form];
 }
 
 function notice(message, bad = false) {
@@ -88,7 +131,7 @@ function action(label, question, run, attributes = {}) {
           notice(await run());
           refreshSoon();
         } catch (e) {
-          notice(e.message, true);
+          notice(e instanceof SignInNeeded ? `sign in again: ${e.message}` : e.message, true);
         }
       },
     },
@@ -464,7 +507,8 @@ async function render() {
       page().replaceChildren(...content);
       document.body.dataset.page = view.name;
     } catch (e) {
-      page().replaceChildren(el("p", { class: "bad" }, e.message));
+      if (e instanceof SignInNeeded) page().replaceChildren(...signInPage(e.message));
+      else page().replaceChildren(el("p", { class: "bad" }, e.message));
     }
     return;
   }
@@ -482,9 +526,11 @@ function refreshSoon() {
 
 const events = el("ol", { id: "events", class: "events" });
 
+let source = null;
 function listen() {
   const live = $("#live");
-  const source = new EventSource("/api/v1/events/stream");
+  if (source) source.close();
+  source = new EventSource("/api/v1/events/stream");
   source.onopen = () => {
     live.textContent = "live";
     live.className = "live on";
@@ -517,5 +563,7 @@ window.FLYWHEEL_EVENT_TYPES = [
 ];
 
 window.addEventListener("hashchange", render);
-render();
-listen();
+loadSession().finally(() => {
+  render();
+  listen();
+});

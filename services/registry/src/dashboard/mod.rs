@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 mod actions;
 mod charts;
 mod delivery;
-mod timeline;
+pub(crate) mod timeline;
 mod views;
 
 pub use actions::Peers;
@@ -177,7 +177,12 @@ async fn overview(State(state): State<AppState>) -> Result<axum::Json<Overview>>
 
 /// Every domain event as it is published, as server-sent events (`type`, `id`, `time`,
 /// `source`, `data`); a comment every 15 s keeps proxies from closing the stream.
-async fn events(State(state): State<AppState>) -> Result<impl IntoResponse> {
+async fn events(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<flywheel_auth::Principal>>,
+) -> Result<impl IntoResponse> {
+    // Refused requests are for admins' eyes (and everyone's with authentication off).
+    let security = principal.is_none_or(|p| p.has(flywheel_auth::Role::Admin));
     let subject = format!("{}.events.>", state.bus.subjects().prefix());
     let subscriber = state
         .bus
@@ -185,13 +190,14 @@ async fn events(State(state): State<AppState>) -> Result<impl IntoResponse> {
         .subscribe(subject)
         .await
         .map_err(|e| RegistryError::Unavailable(format!("the event stream: {e}")))?;
-    Ok(Sse::new(relay(subscriber)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(relay(subscriber, security)).keep_alive(KeepAlive::default()))
 }
 
 fn relay(
     subscriber: async_nats::Subscriber,
+    security: bool,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
-    subscriber.filter_map(|message| async move {
+    subscriber.filter_map(move |message| async move {
         let content_type = message
             .headers
             .as_ref()
@@ -199,6 +205,14 @@ fn relay(
             .map(|v| v.as_str().to_owned());
         let envelope =
             flywheel_events::decode_with_header(&message.payload, content_type.as_deref()).ok()?;
+        if !security
+            && matches!(
+                envelope.event,
+                flywheel_events::Event::SecurityAccessDenied(_)
+            )
+        {
+            return None;
+        }
         let body = flywheel_events::encode(&envelope, flywheel_events::ContentType::Json).ok()?;
         let body = String::from_utf8(body).ok()?;
         Some(Ok(SseEvent::default()

@@ -167,6 +167,17 @@ pub(crate) struct Filter<'a> {
     pub limit: u64,
 }
 
+/// Events as their JSON envelopes, for API answers.
+pub(crate) fn as_json(events: &[Envelope]) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let bytes = flywheel_events::encode(e, ContentType::Json).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        })
+        .collect()
+}
+
 /// Events in stream order (the newest `limit` of them).
 pub(crate) async fn read<C: ConnectionTrait>(db: &C, filter: &Filter<'_>) -> Result<Vec<Envelope>> {
     let mut select = Query::select();

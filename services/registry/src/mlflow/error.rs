@@ -52,6 +52,11 @@ impl From<RegistryError> for MlflowError {
                 message: m,
             },
             RegistryError::InvalidParameter(m) | RegistryError::Refused(m) => Self::invalid(m),
+            RegistryError::Unauthenticated(m) => Self {
+                status: StatusCode::UNAUTHORIZED,
+                code: "UNAUTHENTICATED",
+                message: m,
+            },
             RegistryError::Forbidden(m) => Self {
                 status: StatusCode::FORBIDDEN,
                 code: "PERMISSION_DENIED",
