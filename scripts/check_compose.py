@@ -74,8 +74,12 @@ def main():
         image = service.get("image", "")
         if image.endswith(":latest") or (":" not in image and "build" not in service):
             errors.append(f"{name}: image `{image}` is not pinned")
-    if "-js" not in services.get("nats", {}).get("command", []):
+    nats = services.get("nats", {})
+    if "-js" not in nats.get("command", []):
         errors.append("nats: JetStream (-js) is not enabled")
+    if "/etc/nats/nats.conf" not in nats.get("command", []):
+        errors.append("nats: must run with deploy/nats/nats.conf (per-service users)")
+    conf = (ROOT / "deploy" / "nats" / "nats.conf").read_text()
     for name, port in SERVICES.items():
         service = services.get(name, {})
         if service.get("command") != [f"flywheel-{name}"]:
@@ -85,6 +89,12 @@ def main():
         env = service.get("environment", {})
         if env.get("FLYWHEEL__HTTP__PORT") != str(port):
             errors.append(f"{name}: FLYWHEEL__HTTP__PORT should be {port}")
+        user = env.get("FLYWHEEL__BUS__USER")
+        if user != name or f'user: "{name}"' not in conf:
+            errors.append(f"{name}: must connect to NATS as its own user `{name}` (got {user})")
+        variable = "FLYWHEEL_NATS_PASSWORD_" + name.upper().replace("-", "_")
+        if not env.get("FLYWHEEL__BUS__PASSWORD") or nats.get("environment", {}).get(variable) != env.get("FLYWHEEL__BUS__PASSWORD"):
+            errors.append(f"{name}: its NATS password must be the one the server gets as {variable}")
         test = service.get("healthcheck", {}).get("test", [])
         if test != ["CMD", f"flywheel-{name}", "healthcheck"]:
             errors.append(f"{name}: healthcheck should run its own binary, got {test}")

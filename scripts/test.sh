@@ -43,6 +43,14 @@ say "docker compose file check"
 python3 scripts/check_compose.py
 say "event contract check (proto/)"
 python3 scripts/check_proto.py
+say "NATS users and permissions (deploy/nats/nats.conf): generated, and nats-server accepts it"
+cargo run -q --locked -p flywheel-bus --bin flywheel-nats-config -- --check deploy/nats/nats.conf
+(
+  for user in REGISTRY SCHEDULER TRAINER_RUNNER MONITOR DEPLOYER EXTERNAL; do export "FLYWHEEL_NATS_PASSWORD_$user=check"; done
+  bin=$(nats_server_bin)
+  [ -n "$bin" ] || die "nats-server is needed to check deploy/nats/nats.conf (and by the e2e tests)"
+  "$bin" -t -c deploy/nats/nats.conf >/dev/null
+)
 
 say "tests"
 # The end-to-end suite runs the service binaries as separate processes: build them all first.

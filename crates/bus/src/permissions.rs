@@ -8,7 +8,8 @@
 pub struct NatsUser {
     /// `registry`, `scheduler`, `trainer-runner`, `monitor`, `deployer` or `external`.
     pub name: String,
-    /// Its password (in production: NKeys or JWTs instead, see docs/architecture.md).
+    /// Its password, or `$NAME` to have nats-server read it from the environment variable
+    /// `NAME` (in production: NKeys or JWTs instead, see docs/architecture.md).
     pub password: String,
 }
 
@@ -94,10 +95,15 @@ pub fn nats_config(prefix: &str, users: &[NatsUser]) -> Result<String, String> {
                 user.name
             ));
         }
+        // `$NAME`: nats-server reads the password from that environment variable.
+        let password = match user.password.strip_prefix('$') {
+            Some(variable) if !variable.is_empty() => format!("${variable}"),
+            _ => format!("\"{}\"", user.password),
+        };
         out.push_str(&format!(
-            "    {{user: \"{}\", password: \"{}\", permissions: {{\n      publish: {{allow: [{}]}},\n      subscribe: {{allow: [{}]}}\n    }}}}\n",
+            "    {{user: \"{}\", password: {}, permissions: {{\n      publish: {{allow: [{}]}},\n      subscribe: {{allow: [{}]}}\n    }}}}\n",
             user.name,
-            user.password,
+            password,
             quoted(&publish),
             quoted(&subscribes(&user.name, prefix)),
         ));

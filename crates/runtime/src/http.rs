@@ -305,9 +305,13 @@ pub fn app(
         .route("/metrics", get(metrics_text));
     // Probes are not traced: a not-ready 503 while a service starts is an answer, not a failure
     // (and orchestrators probe every few seconds).
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     let traced = Router::new()
         .fallback(dispatch)
         .with_state(mount)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            shed(in_flight.clone(), req, next)
+        }))
         .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request| {
             let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", service, method = %request.method(), uri = %request.uri().path(), request_id = %id)
@@ -325,6 +329,22 @@ pub fn app(
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Refuses at once, rather than queueing, what is beyond `http.max_in_flight`: a client told
+/// 503 with `Retry-After` can go elsewhere; one left waiting only times out.
+async fn shed(in_flight: Arc<tokio::sync::Semaphore>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = in_flight.try_acquire_owned() else {
+        metrics::counter!("flywheel_http_requests_shed_total").increment(1);
+        let mut response =
+            ApiError::unavailable("too many requests in flight; retry shortly").into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return response;
+    };
+    next.run(request).await
 }
 
 /// Serves until `shutdown`, then lets in-flight requests finish for up to `grace`.
@@ -525,5 +545,49 @@ mod tests {
             !body.to_string().contains("secret"),
             "internal detail leaked: {body}"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_are_refused_at_once_but_probes_answer() {
+        let config = HttpConfig {
+            max_in_flight: 1,
+            request_timeout_secs: 1,
+            ..HttpConfig::default()
+        };
+        let mount = Mount::default();
+        let app = app("test", Readiness::new(false), mount.clone(), &config);
+        mount.set(routes());
+        let first = app.clone();
+        let slow = tokio::spawn(async move {
+            call(
+                &first,
+                Request::get("/slow").body(Body::empty()).expect("req"),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let response = app
+            .clone()
+            .oneshot(Request::get("/slow").body(Body::empty()).expect("req"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "refused, not queued"
+        );
+        let (status, _) = call(
+            &app,
+            Request::get("/healthz").body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "probes are never refused");
+        let (status, _) = slow.await.expect("join");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "the first one ran");
     }
 }

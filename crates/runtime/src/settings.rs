@@ -26,6 +26,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Seconds running requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Requests served at once; more are answered 503 at once (probes are never refused).
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +38,7 @@ impl Default for HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 10,
+            max_in_flight: 1024,
         }
     }
 }
@@ -111,6 +114,11 @@ impl ServiceSettings {
                 "http.host: expected an IP address, got `{}`",
                 http.host
             )));
+        }
+        if http.max_in_flight == 0 {
+            return Err(ServiceError::Config(
+                "http.max_in_flight: expected at least 1".into(),
+            ));
         }
         if http.max_body_bytes == 0 {
             return Err(ServiceError::Config(

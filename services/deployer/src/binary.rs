@@ -181,4 +181,34 @@ mod tests {
         }
         assert!(encode("FP32", &[json!("x")]).is_err());
     }
+
+    const DATATYPES: [&str; 13] = [
+        "BOOL", "INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64", "FP16",
+        "FP32", "FP64", "BYTES",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Whatever a client sends as a binary tensor, decoding answers elements or a message.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            datatype in proptest::sample::select(DATATYPES.to_vec()),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            if let Ok(elements) = decode(datatype, &bytes, "x") {
+                // Accepted bytes re-encode to a tensor of the same size (BYTES: the same bytes).
+                if let Ok(again) = encode(datatype, &elements) {
+                    proptest::prop_assert_eq!(again.len(), bytes.len());
+                }
+            }
+        }
+
+        #[test]
+        fn doubles_round_trip(values in proptest::collection::vec(-1e300f64..1e300, 0..64)) {
+            let elements: Vec<Value> = values.iter().map(|v| json!(v)).collect();
+            let bytes = encode("FP64", &elements).map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(decode("FP64", &bytes, "x"), Ok(elements));
+        }
+    }
 }

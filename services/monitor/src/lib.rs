@@ -57,6 +57,8 @@ pub struct AppState {
     pub export: Arc<ExportConfig>,
     /// HTTP client (webhooks, the registry).
     pub http: reqwest::Client,
+    /// Where webhooks may point (`service.webhook_allowed_hosts`).
+    pub(crate) webhook_hosts: Arc<webhooks::AllowedHosts>,
 }
 
 /// How a drift retraining exports labelled production rows as a dataset version (`[service]`
@@ -96,6 +98,8 @@ pub async fn run(
                 .saturating_mul(3_600_000),
         },
     };
+    let webhook_hosts =
+        webhooks::AllowedHosts::parse(&settings.option("webhook_allowed_hosts", "*".to_owned())?);
     let export = ExportConfig {
         registry_url: settings.option("registry_url", "http://127.0.0.1:8080".to_owned())?,
         credentials: flywheel_runtime::access::service_headers(&settings.auth),
@@ -116,6 +120,7 @@ pub async fn run(
         artifacts: kit.artifacts.clone(),
         generation: settings::Generation::default(),
         export: Arc::new(export),
+        webhook_hosts: Arc::new(webhook_hosts),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

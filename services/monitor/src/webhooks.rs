@@ -42,13 +42,50 @@ pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<(String, St
         .collect()
 }
 
+/// The hosts webhooks may point at (`service.webhook_allowed_hosts`, comma-separated): `*`
+/// for any, `host` for exactly it, `.example.com` for its subdomains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    /// Parses the option's value.
+    pub(crate) fn parse(raw: &str) -> Self {
+        Self(
+            raw.split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether `url` may receive alerts; the reason when not.
+    pub(crate) fn check(&self, url: &str) -> std::result::Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("url: an http:// or https:// URL".into());
+        }
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        let allowed = self.0.iter().any(|entry| {
+            entry == "*"
+                || *entry == host
+                || (entry.starts_with('.') && host.ends_with(entry.as_str()))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "webhook host `{host}` is not allowed (service.webhook_allowed_hosts)"
+            ))
+        }
+    }
+}
+
 /// Registers (or replaces) a webhook.
 pub(crate) async fn put(state: &AppState, name: &str, url: &str) -> Result<()> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(MonitorError::Invalid(
-            "url: an http:// or https:// URL".into(),
-        ));
-    }
+    state
+        .webhook_hosts
+        .check(url)
+        .map_err(MonitorError::Invalid)?;
     flywheel_events::subjects::check_token(name).map_err(|_| {
         MonitorError::Invalid(format!(
             "invalid webhook name `{name}`: letters, digits, `_` or `-`"
@@ -119,6 +156,11 @@ async fn deliver(
         if done {
             continue;
         }
+        // The allowlist may have narrowed since the webhook was registered.
+        if let Err(reason) = state.webhook_hosts.check(&url) {
+            tracing::warn!(webhook = name, reason, "webhook skipped");
+            continue;
+        }
         let sent = http
             .post(&url)
             .header("X-Flywheel-Event", envelope.event_type())
@@ -167,4 +209,31 @@ async fn deliver(
         "webhook delivery failed: {}",
         failures.join("; ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    #[test]
+    fn webhooks_reach_only_allowed_hosts() {
+        let any = AllowedHosts::parse("*");
+        assert!(any.check("https://hooks.slack.com/x").is_ok());
+        assert!(any.check("ftp://files.example.com/x").is_err());
+        let listed = AllowedHosts::parse("hooks.slack.com, .example.com");
+        assert!(listed.check("https://hooks.slack.com/services/T/B").is_ok());
+        assert!(listed.check("https://alerts.example.com/in").is_ok());
+        assert!(
+            listed
+                .check("http://169.254.169.254/latest/meta-data")
+                .is_err()
+        );
+        assert!(listed.check("https://example.com.evil.io/").is_err());
+        assert!(listed.check("not a url").is_err());
+        assert!(
+            AllowedHosts::parse("")
+                .check("https://hooks.slack.com/")
+                .is_err()
+        );
+    }
 }
