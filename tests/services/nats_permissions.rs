@@ -4,18 +4,9 @@
 
 use std::time::Duration;
 
-use flywheel_bus::{Bus, NatsUser, Password, StreamKind};
+use flywheel_bus::{Bus, NATS_USERS, NatsUser, Password, StreamKind};
 use flywheel_runtime::ServiceSettings;
 use flywheel_testkit::service::InProcess;
-
-const USERS: [&str; 6] = [
-    "registry",
-    "scheduler",
-    "trainer-runner",
-    "monitor",
-    "deployer",
-    "external",
-];
 
 fn password(user: &str) -> String {
     format!("{user}-secret-for-the-test")
@@ -39,7 +30,7 @@ async fn stored(url: &str, user: &str, subject: String) -> anyhow::Result<bool> 
 #[tokio::test]
 async fn each_nats_user_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     let prefix = flywheel_testkit::unique_name();
-    let users: Vec<NatsUser> = USERS
+    let users: Vec<NatsUser> = NATS_USERS
         .iter()
         .map(|name| NatsUser {
             name: (*name).into(),

@@ -24,7 +24,7 @@ pub use dlq::{
 };
 pub use error::{BusError, Result};
 pub use flywheel_events::{StreamKind, Subjects};
-pub use permissions::{NatsUser, nats_config};
+pub use permissions::{NATS_USERS, NatsUser, nats_config};
 pub use publish::{EVENT_TYPE_HEADER, PublishReceipt};
 
 /// A connection to NATS with JetStream, scoped to one subject prefix.

@@ -5,19 +5,10 @@
 
 use std::process::ExitCode;
 
-use flywheel_bus::NatsUser;
-
-const USERS: [&str; 6] = [
-    "registry",
-    "scheduler",
-    "trainer-runner",
-    "monitor",
-    "deployer",
-    "external",
-];
+use flywheel_bus::{NATS_USERS, NatsUser};
 
 fn config() -> Result<String, String> {
-    let users: Vec<NatsUser> = USERS
+    let users: Vec<NatsUser> = NATS_USERS
         .iter()
         .map(|name| NatsUser {
             name: (*name).to_owned(),
