@@ -126,11 +126,12 @@ start_s3() { # bucket
 # Exports FLYWHEEL_TEST_PYTHON.
 MLFLOW_VERSION=3.17.2
 OPENAPI_VALIDATOR_VERSION=0.9.0
+SCHEMATHESIS_VERSION=4.32.5
 TRITONCLIENT_VERSION=2.73.0
-PY_TEST_PACKAGES=("mlflow-skinny==$MLFLOW_VERSION" "scikit-learn>=1.5,<2" "pandas>=2,<3" "skops<1" "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "tritonclient[http]==$TRITONCLIENT_VERSION")
+PY_TEST_PACKAGES=("mlflow-skinny==$MLFLOW_VERSION" "scikit-learn>=1.5,<2" "pandas>=2,<3" "skops<1" "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "tritonclient[http]==$TRITONCLIENT_VERSION" "schemathesis==$SCHEMATHESIS_VERSION")
 ensure_test_python() {
   local venv="${XDG_CACHE_HOME:-$HOME/.cache}/flywheel-tools/py-mlflow-$MLFLOW_VERSION-sklearn-oasv-$OPENAPI_VALIDATOR_VERSION"
-  if ! "$venv/bin/python" -c "import mlflow, sklearn, pandas, skops, openapi_spec_validator, tritonclient.http" 2>/dev/null; then
+  if ! "$venv/bin/python" -c "import mlflow, sklearn, pandas, skops, openapi_spec_validator, tritonclient.http, schemathesis" 2>/dev/null; then
     say "installing ${PY_TEST_PACKAGES[*]} into $venv"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; } || die "cannot create a virtualenv"
     "$venv/bin/pip" install -q "${PY_TEST_PACKAGES[@]}" || die "cannot install the Python test tools from PyPI"

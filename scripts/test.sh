@@ -11,6 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flywheel-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 
 trap stop_started_servers EXIT
+CARGO_DENY_VERSION=0.20.2
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -35,6 +36,13 @@ cargo run -q --locked -p flywheel-testkit --bin flywheel-test-cleanup
 
 say "one TLS crypto backend: ring must not be compiled"
 if cargo tree --workspace -e normal -i ring 2>/dev/null | grep -q "^ring v"; then die "ring is in the dependency tree (see docs/architecture.md)"; fi
+
+say "dependency policy: cargo deny check licenses bans sources (deny.toml)"
+if ! cargo deny --version 2>/dev/null | grep -q "^cargo-deny $CARGO_DENY_VERSION"; then
+  say "installing cargo-deny $CARGO_DENY_VERSION (once; about 2 minutes)"
+  env -u CARGO_TARGET_DIR cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+cargo deny --log-level error check licenses bans sources
 
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings

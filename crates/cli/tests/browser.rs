@@ -8,11 +8,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_works_in_headless_chromium_against_up_demo() -> anyhow::Result<()> {
@@ -30,21 +28,7 @@ async fn the_dashboard_works_in_headless_chromium_against_up_demo() -> anyhow::R
     );
     let dir = tempfile::tempdir()?;
     let bus_config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
-    let mut child = support::up(&["--demo"], dir.path(), &bus_config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let registry = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line.strip_prefix("registry") {
-                return Ok::<_, anyhow::Error>(url.trim().to_owned());
-            }
-        }
-        anyhow::bail!("flywheel up ended before printing its URLs")
-    })
-    .await
-    .context("no registry URL within 60 s")??;
+    let (child, registry) = support::start(&["--demo"], dir.path(), &bus_config).await?;
 
     let screenshots = root.join("tests/output/screenshots");
     let output = tokio::time::timeout(

@@ -68,6 +68,21 @@ fn tokens(state: &AppState) -> Result<&flywheel_auth::TokenStore> {
     })
 }
 
+/// The token store and the admin calling it (the gate put the principal there when
+/// authentication is on; off, there are no tokens to manage).
+fn managed(
+    state: &AppState,
+    admin: Option<Extension<Principal>>,
+) -> Result<(&flywheel_auth::TokenStore, Principal)> {
+    let store = tokens(state)?;
+    let Some(Extension(admin)) = admin else {
+        return Err(RegistryError::Unauthenticated(
+            "authentication required".into(),
+        ));
+    };
+    Ok((store, admin))
+}
+
 impl From<AuthError> for RegistryError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -81,27 +96,30 @@ impl From<AuthError> for RegistryError {
 
 async fn create_token(
     State(state): State<AppState>,
-    Extension(admin): Extension<Principal>,
+    admin: Option<Extension<Principal>>,
     ApiJson(new): ApiJson<NewToken>,
 ) -> Result<impl IntoResponse> {
-    let issued = tokens(&state)?.create(&new, &admin).await?;
+    let (store, admin) = managed(&state, admin)?;
+    let issued = store.create(&new, &admin).await?;
     tracing::info!(id = %issued.record.id, name = %issued.record.name, by = %admin.name, "token created");
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
 async fn list_tokens(
     State(state): State<AppState>,
-    Extension(admin): Extension<Principal>,
+    admin: Option<Extension<Principal>>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(tokens(&state)?.list(&admin).await?))
+    let (store, admin) = managed(&state, admin)?;
+    Ok(Json(store.list(&admin).await?))
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
-    Extension(admin): Extension<Principal>,
+    admin: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse> {
-    let revoked = tokens(&state)?.revoke(&id, &admin).await?;
+    let (store, admin) = managed(&state, admin)?;
+    let revoked = store.revoke(&id, &admin).await?;
     tracing::info!(id = %revoked.id, by = %admin.name, "token revoked");
     Ok(Json(revoked))
 }

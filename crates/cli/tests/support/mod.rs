@@ -24,6 +24,35 @@ pub(crate) fn up(
     command
 }
 
+/// Starts `flywheel up <args>` and waits for it to print the registry's URL; the rest of its
+/// output is read and dropped, so it never writes into a full pipe.
+#[allow(dead_code)] // not every test binary that includes this module starts it this way
+pub(crate) async fn start(
+    args: &[&str],
+    dir: &Path,
+    bus: &flywheel_bus::BusConfig,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = up(args, dir, bus)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let registry = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.strip_prefix("registry") {
+                return Ok::<_, anyhow::Error>(url.trim().to_owned());
+            }
+        }
+        anyhow::bail!("flywheel up ended before printing its URLs")
+    })
+    .await
+    .context("no registry URL within 60 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, registry))
+}
+
 /// Ctrl-C as a terminal sends it: SIGTERM, then a clean exit within 30 s.
 pub(crate) async fn stop(child: tokio::process::Child) -> anyhow::Result<()> {
     flywheel_testkit::terminate(child, "flywheel up").await

@@ -46,7 +46,18 @@ impl Doc {
             None => json!({"description": "success"}),
         };
         responses.insert(ok.0.to_string(), ok_body);
-        for status in errors {
+        // What any route may answer: a malformed path or query (400), no or a bad token (401),
+        // a role too low (403), too slow (408), overloaded or starting (503); with a body also
+        // too large (413), not JSON (415), or refused (422).
+        let platform: &[u16] = if body.is_some() {
+            &[400, 401, 403, 408, 413, 415, 422, 503]
+        } else {
+            &[400, 401, 403, 408, 503]
+        };
+        let mut statuses: Vec<u16> = errors.iter().chain(platform).copied().collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        for status in &statuses {
             responses.insert(
                 status.to_string(),
                 json!({"description": error_description(*status), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
@@ -77,11 +88,15 @@ fn operation_id(method: &str, path: &str) -> String {
 fn error_description(status: u16) -> &'static str {
     match status {
         400 => "malformed request",
+        401 => "no valid token (Authorization: Bearer, when authentication is on)",
         403 => "not allowed",
+        408 => "timed out",
         404 => "not found",
         409 => "conflicts with the current state",
         413 => "body too large",
+        415 => "the body is not JSON",
         422 => "refused (invalid body or failed gates)",
+        503 => "starting, overloaded, or a service it needs does not answer",
         _ => "error",
     }
 }
@@ -372,6 +387,73 @@ pub(crate) fn document() -> Value {
     ] {
         doc.operation(method, path, summary, None, (200, ok), errors);
     }
+    let role = json!({"enum": ["viewer", "operator", "approver", "admin"]});
+    let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let token = json!({"type": "object",
+        "required": ["id", "name", "project", "role", "secret_sha256", "created_by", "created_at"],
+        "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "project": {"type": "string"},
+            "role": role, "secret_sha256": {"type": "string"}, "created_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"}, "expires_at": nullable_time,
+            "revoked_at": nullable_time}});
+    let mut issued = token.clone();
+    issued["required"] = json!(["token", "id", "name", "project", "role"]);
+    issued["properties"]["token"] = json!({"type": "string"});
+    let new_token = json!({"type": "object", "required": ["name", "project", "role"],
+        "additionalProperties": false,
+        "properties": {"name": {"type": "string"}, "project": {"type": "string"}, "role": role,
+            "expires_at": nullable_time}});
+    let session = json!({"type": "object", "required": ["name", "project", "role", "auth"],
+        "properties": {"name": {"type": "string"}, "project": {"type": "string"}, "role": role,
+            "csrf_token": {"type": ["string", "null"]}, "auth": {"type": "boolean"}}});
+    doc.operation(
+        "post",
+        "/api/v1/tokens",
+        "Create an API token (admin); the answer is the only time its secret is shown",
+        Some(new_token),
+        (201, Some(issued)),
+        &[],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/tokens",
+        "The tokens an admin may see (hashes only)",
+        None,
+        (200, Some(json!({"type": "array", "items": token}))),
+        &[422],
+    );
+    doc.operation(
+        "delete",
+        "/api/v1/tokens/{id}",
+        "Revoke a token: every service refuses it from then on",
+        None,
+        (200, Some(token)),
+        &[422],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/session",
+        "Who the session cookie (or bearer token) is, and its CSRF token",
+        None,
+        (200, Some(session.clone())),
+        &[],
+    );
+    doc.operation("post", "/api/v1/session", "Sign the dashboard in: the token becomes an HTTP-only session cookie", Some(json!({"type": "object", "required": ["token"], "additionalProperties": false, "properties": {"token": {"type": "string"}}})), (200, Some(session)), &[]);
+    doc.operation(
+        "delete",
+        "/api/v1/session",
+        "Sign out (clears the cookie)",
+        None,
+        (204, None),
+        &[],
+    );
+    doc.operation(
+        "get",
+        "/api/v1/security/denials",
+        "Refused requests across the platform (admin), as security.access.denied envelopes",
+        None,
+        (200, list()),
+        &[],
+    );
     doc.operation(
         "get",
         "/api/v1/openapi.json",
@@ -391,9 +473,14 @@ pub(crate) fn document() -> Value {
         "info": {
             "title": "Flywheel registry",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Datasets, governance, promotions, audit log and read-models. The MLflow-compatible API lives under /api/2.0/mlflow/. Acting user: the X-Flywheel-Actor header."
+            "description": "Datasets, governance, promotions, audit log and read-models. The MLflow-compatible API lives under /api/2.0/mlflow/. Acting user: the token's holder with authentication on, else the X-Flywheel-Actor header."
         },
         "paths": doc.paths,
-        "components": {"schemas": schemas},
+        // With authentication off no token is needed; on, an API token (docs: Security).
+        "security": [{}, {"bearer": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API token, fwt_<id>_<secret>"}},
+        },
     })
 }
