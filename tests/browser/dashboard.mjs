@@ -5,22 +5,10 @@
 // "Approve" on the model page (confirmed) applies it. Screenshots go to the output folder.
 //
 // usage: node dashboard.mjs REGISTRY_URL OUTPUT_DIR   (CHROMIUM: the browser binary)
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { args, check, launch } from "./common.mjs";
 
-const [base, output] = process.argv.slice(2);
-if (!base || !output) {
-  console.error("usage: node dashboard.mjs REGISTRY_URL OUTPUT_DIR");
-  process.exit(2);
-}
-mkdirSync(output, { recursive: true });
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-  console.log(`ok: ${message}`);
-}
+const [base, output] = args("dashboard.mjs", ["REGISTRY_URL", "OUTPUT_DIR"]);
 
 async function until(what, probe, seconds) {
   const deadline = Date.now() + seconds * 1000;
@@ -39,7 +27,7 @@ async function api(path, init) {
   return body;
 }
 
-const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-gpu"] });
+const browser = await launch();
 const errors = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });

@@ -26,7 +26,7 @@ async fn the_registry_api_keeps_its_openapi_promises_under_generated_requests() 
     );
     let dir = tempfile::tempdir()?;
     let bus_config = flywheel_testkit::bus_config(&flywheel_testkit::unique_name());
-    let (child, registry) = support::start(&[], dir.path(), &bus_config).await?;
+    let (child, registry) = support::start(&[], dir.path(), &bus_config, &[]).await?;
 
     let seed = std::env::var("FLYWHEEL_SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED.to_owned());
     let output = tokio::time::timeout(

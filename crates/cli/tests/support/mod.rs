@@ -31,10 +31,12 @@ pub(crate) async fn start(
     args: &[&str],
     dir: &Path,
     bus: &flywheel_bus::BusConfig,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     use anyhow::Context;
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = up(args, dir, bus)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
