@@ -21,7 +21,7 @@ use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSett
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-pub use dashboard::Peers;
+pub use dashboard::{Peers, RecentEvents};
 pub use error::{RegistryError, Result};
 pub use migrations::Migrator;
 
@@ -44,6 +44,8 @@ pub struct AppState {
     pub peers: Peers,
     /// API tokens, when authentication is on.
     pub tokens: Option<flywheel_auth::TokenStore>,
+    /// The dashboard's deployment page reads, shared within a refresh.
+    pub recent_events: dashboard::RecentEvents,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
@@ -66,12 +68,18 @@ pub async fn run(
                 .option("deployer_url", "http://127.0.0.1:8084".to_owned())?,
         ),
         tokens: kit.tokens().cloned(),
+        recent_events: dashboard::RecentEvents::default(),
     };
     kit.start_outbox()?;
     let jobs_state = state.clone();
     kit.spawn_consumer(jobs::consumer_spec(&state), move |delivery| {
         jobs::handle(jobs_state.clone(), delivery)
     });
+    kit.spawn(dashboard::keep_timeline_pruned(
+        state.db.clone(),
+        kit.settings.bus.events_max_age_secs,
+        kit.shutdown.clone(),
+    ));
     let timeline_state = state.clone();
     kit.spawn_consumer(dashboard::timeline_spec(&state), move |delivery| {
         dashboard::record(timeline_state.clone(), delivery)

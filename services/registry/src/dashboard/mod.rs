@@ -25,7 +25,11 @@ pub(crate) mod timeline;
 mod views;
 
 pub use actions::Peers;
-pub(crate) use timeline::{CreateTimeline, consumer_spec as timeline_spec, handle as record};
+pub(crate) use timeline::{
+    CreateTimeline, consumer_spec as timeline_spec, handle as record,
+    keep_pruned as keep_timeline_pruned,
+};
+pub use views::RecentEvents;
 
 use crate::schema::{Alerts, DatasetVersions, Datasets, Deployments, Jobs, Models, Versions};
 use crate::{AppState, RegistryError, Result};

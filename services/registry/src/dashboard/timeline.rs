@@ -167,6 +167,49 @@ pub(crate) struct Filter<'a> {
     pub limit: u64,
 }
 
+/// Forgets events older than `cutoff_ms` (the EVENTS stream has dropped them too); how many.
+pub(crate) async fn prune<C: ConnectionTrait>(db: &C, cutoff_ms: i64) -> Result<u64> {
+    Ok(db
+        .execute(
+            &Query::delete()
+                .from_table(Timeline::Table)
+                .and_where(Expr::col(Timeline::Time).lt(cutoff_ms))
+                .to_owned(),
+        )
+        .await?
+        .rows_affected())
+}
+
+/// Prunes what the EVENTS stream no longer keeps (`bus.events_max_age_secs`; 0 keeps all),
+/// at start and every ten minutes, until shutdown.
+pub(crate) async fn keep_pruned(
+    db: sea_orm::DatabaseConnection,
+    max_age_secs: u64,
+    shutdown: flywheel_runtime::CancellationToken,
+) -> flywheel_runtime::ServiceResult {
+    if max_age_secs == 0 {
+        return Ok(());
+    }
+    let max_age_ms = i64::try_from(max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        let cutoff = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(max_age_ms);
+        match prune(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "event log: forgot events past the stream's max age"
+            ),
+            Err(e) => tracing::warn!(error = %e, "event log: pruning failed; will retry"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+        }
+    }
+}
+
 /// Events as their JSON envelopes, for API answers.
 pub(crate) fn as_json(events: &[Envelope]) -> Vec<serde_json::Value> {
     events
@@ -206,4 +249,60 @@ pub(crate) async fn read<C: ConnectionTrait>(db: &C, filter: &Filter<'_>) -> Res
         .collect();
     events.reverse();
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sea_query::Query;
+    use sea_orm::{ConnectionTrait, sea_query::Expr};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_forgets_only_events_older_than_the_cutoff() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = flywheel_db::connect(&flywheel_testkit::fresh_sqlite(dir.path())).await?;
+        flywheel_db::migrate::<crate::Migrator>(&db, crate::SERVICE).await?;
+        for (seq, time) in [(1i64, 1_000i64), (2, 2_000), (3, 3_000)] {
+            db.execute(
+                &Query::insert()
+                    .into_table(Timeline::Table)
+                    .columns([
+                        Timeline::Seq,
+                        Timeline::EventType,
+                        Timeline::Time,
+                        Timeline::Model,
+                        Timeline::Deployment,
+                        Timeline::Body,
+                    ])
+                    .values_panic([
+                        seq.into(),
+                        "x".into(),
+                        time.into(),
+                        "".into(),
+                        "".into(),
+                        "{}".into(),
+                    ])
+                    .to_owned(),
+            )
+            .await?;
+        }
+        assert_eq!(prune(&db, 2_500).await?, 2);
+        let left = db
+            .query_all(
+                &Query::select()
+                    .column(Timeline::Seq)
+                    .from(Timeline::Table)
+                    .and_where(Expr::col(Timeline::Seq).gt(0))
+                    .to_owned(),
+            )
+            .await?;
+        let seqs: Vec<i64> = left
+            .iter()
+            .map(|r| r.try_get::<i64>("", "seq"))
+            .collect::<std::result::Result<_, _>>()?;
+        assert_eq!(seqs, [3]);
+        assert_eq!(prune(&db, 2_500).await?, 0);
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 //! delivery metrics — and the SVG charts drawn from them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::header;
@@ -273,7 +274,7 @@ pub(crate) async fn deployment_history(
     let events = deployment_events(&state, &name).await?;
     let mut rollouts = Vec::new();
     let mut windows = Vec::new();
-    for envelope in &events {
+    for envelope in events.iter() {
         let time = envelope.time.timestamp_millis();
         let (kind, detail) = match &envelope.event {
             Event::DeploymentRequested(r) => ("requested", format!("{} v{}", r.model, r.version)),
@@ -332,16 +333,38 @@ pub(crate) async fn deployment_history(
     })))
 }
 
-async fn deployment_events(state: &AppState, name: &str) -> Result<Vec<Envelope>> {
-    timeline::read(
-        &state.db,
-        &Filter {
-            deployment: Some(name),
-            limit: 5000,
-            ..Filter::default()
-        },
-    )
-    .await
+/// A deployment's recent events, read once for the page's four charts and its history, which
+/// the page asks for together: an answer younger than a second is shared.
+#[derive(Debug, Clone, Default)]
+pub struct RecentEvents(Arc<std::sync::Mutex<std::collections::HashMap<String, Read>>>);
+
+/// When a deployment's events were read, and what they were.
+type Read = (std::time::Instant, Arc<Vec<Envelope>>);
+
+async fn deployment_events(state: &AppState, name: &str) -> Result<Arc<Vec<Envelope>>> {
+    let fresh = std::time::Duration::from_secs(1);
+    if let Ok(recent) = state.recent_events.0.lock()
+        && let Some((at, events)) = recent.get(name)
+        && at.elapsed() < fresh
+    {
+        return Ok(events.clone());
+    }
+    let events = Arc::new(
+        timeline::read(
+            &state.db,
+            &Filter {
+                deployment: Some(name),
+                limit: 5000,
+                ..Filter::default()
+            },
+        )
+        .await?,
+    );
+    if let Ok(mut recent) = state.recent_events.0.lock() {
+        recent.retain(|_, (at, _)| at.elapsed() < fresh);
+        recent.insert(name.to_owned(), (std::time::Instant::now(), events.clone()));
+    }
+    Ok(events)
 }
 
 /// Which feature a histogram shows, and from which window (the latest by default).
@@ -451,7 +474,7 @@ pub(crate) async fn deployment_chart(
         }
         "traffic" => {
             let mut by_version: BTreeMap<u32, Series> = BTreeMap::new();
-            for envelope in &events {
+            for envelope in events.iter() {
                 let splits: Vec<(u32, u8)> = match &envelope.event {
                     Event::DeploymentTrafficShifted(t) => t
                         .splits
@@ -613,7 +636,7 @@ pub(crate) async fn jobs(State(state): State<AppState>) -> Result<impl IntoRespo
     let mut runner: BTreeMap<&str, &str> = BTreeMap::new();
     let mut progress: BTreeMap<&str, (f64, &str, &flywheel_events::payloads::Metrics)> =
         BTreeMap::new();
-    for envelope in &events {
+    for envelope in events.iter() {
         match &envelope.event {
             Event::TrainingJobStarted(s) => {
                 runner.insert(&s.job_id, &s.runner);
