@@ -113,31 +113,52 @@ async fn store(state: &AppState, delivery: &Delivery) -> Result<()> {
         String::from_utf8(body).map_err(|e| RegistryError::InvalidParameter(e.to_string()))?;
     let (model, deployment) = subjects_of(&body);
     let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
-    state
-        .db
-        .execute(
-            &Query::insert()
-                .into_table(Timeline::Table)
-                .columns([
-                    Timeline::Seq,
-                    Timeline::EventType,
-                    Timeline::Time,
-                    Timeline::Model,
-                    Timeline::Deployment,
-                    Timeline::Body,
-                ])
-                .values_panic([
-                    seq.into(),
-                    envelope.event.event_type().into(),
-                    envelope.time.timestamp_millis().into(),
-                    model.into(),
-                    deployment.into(),
-                    body.into(),
-                ])
-                .on_conflict(OnConflict::column(Timeline::Seq).do_nothing().to_owned())
-                .to_owned(),
-        )
-        .await?;
+    let row = Row {
+        seq,
+        event_type: envelope.event.event_type(),
+        time: envelope.time.timestamp_millis(),
+        model: &model,
+        deployment: &deployment,
+        body: &body,
+    };
+    insert(&state.db, &row).await
+}
+
+/// One event as the log stores it.
+struct Row<'a> {
+    seq: i64,
+    event_type: &'a str,
+    time: i64,
+    model: &'a str,
+    deployment: &'a str,
+    body: &'a str,
+}
+
+/// Stores a row unless its sequence is there already.
+async fn insert<C: ConnectionTrait>(db: &C, row: &Row<'_>) -> Result<()> {
+    db.execute(
+        &Query::insert()
+            .into_table(Timeline::Table)
+            .columns([
+                Timeline::Seq,
+                Timeline::EventType,
+                Timeline::Time,
+                Timeline::Model,
+                Timeline::Deployment,
+                Timeline::Body,
+            ])
+            .values_panic([
+                row.seq.into(),
+                row.event_type.into(),
+                row.time.into(),
+                row.model.into(),
+                row.deployment.into(),
+                row.body.into(),
+            ])
+            .on_conflict(OnConflict::column(Timeline::Seq).do_nothing().to_owned())
+            .to_owned(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -264,28 +285,15 @@ mod tests {
         let db = flywheel_db::connect(&flywheel_testkit::fresh_sqlite(dir.path())).await?;
         flywheel_db::migrate::<crate::Migrator>(&db, crate::SERVICE).await?;
         for (seq, time) in [(1i64, 1_000i64), (2, 2_000), (3, 3_000)] {
-            db.execute(
-                &Query::insert()
-                    .into_table(Timeline::Table)
-                    .columns([
-                        Timeline::Seq,
-                        Timeline::EventType,
-                        Timeline::Time,
-                        Timeline::Model,
-                        Timeline::Deployment,
-                        Timeline::Body,
-                    ])
-                    .values_panic([
-                        seq.into(),
-                        "x".into(),
-                        time.into(),
-                        "".into(),
-                        "".into(),
-                        "{}".into(),
-                    ])
-                    .to_owned(),
-            )
-            .await?;
+            let row = Row {
+                seq,
+                event_type: "x",
+                time,
+                model: "",
+                deployment: "",
+                body: "{}",
+            };
+            insert(&db, &row).await?;
         }
         assert_eq!(prune(&db, 2_500).await?, 2);
         let left = db
