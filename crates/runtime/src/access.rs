@@ -59,7 +59,12 @@ pub struct Gate {
     store: Option<TokenStore>,
     rule: AccessRule,
     bus: Bus,
+    /// Denials being published; a flood of refused requests must not become a flood of tasks.
+    reporting: Arc<tokio::sync::Semaphore>,
 }
+
+/// Denials published at once; beyond it they are only counted and logged.
+const DENIALS_IN_FLIGHT: usize = 64;
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +88,7 @@ impl Gate {
             store,
             rule,
             bus,
+            reporting: Arc::new(tokio::sync::Semaphore::new(DENIALS_IN_FLIGHT)),
         }
     }
 
@@ -224,13 +230,18 @@ fn deny(
         actor: who.map(|p| p.name.clone()),
         token_id: who.map(|p| p.token_id.clone()),
     });
-    let bus = gate.bus.clone();
-    let envelope = Envelope::new(gate.service, DEFAULT_PROJECT, event);
-    tokio::spawn(async move {
-        if let Err(e) = bus.publish(&envelope).await {
-            tracing::warn!(error = %e, "access denial not published");
-        }
-    });
+    if let Ok(permit) = gate.reporting.clone().try_acquire_owned() {
+        let bus = gate.bus.clone();
+        let envelope = Envelope::new(gate.service, DEFAULT_PROJECT, event);
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(&envelope).await {
+                tracing::warn!(error = %e, "access denial not published");
+            }
+            drop(permit);
+        });
+    } else {
+        metrics::counter!("flywheel_access_denials_unpublished_total").increment(1);
+    }
     let code = if status == StatusCode::UNAUTHORIZED {
         ErrorCode::Unauthorized
     } else {
