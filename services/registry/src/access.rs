@@ -140,18 +140,23 @@ fn described(principal: &Principal, csrf: Option<String>, auth: bool) -> Value {
     })
 }
 
+/// The session cookie holding `token` for `max_age` seconds (0 clears it): HTTP-only, so the
+/// page's script cannot read it; Secure and SameSite=Strict, so it travels only to this origin.
+fn session_cookie(token: &str, max_age: u32) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"
+    )
+}
+
 /// Signs the dashboard in: the token becomes the session cookie.
 async fn sign_in(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<impl IntoResponse> {
-    let principal = tokens(&state)?.authenticate(body.token.trim()).await?;
     let token = body.token.trim();
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=43200"
-    );
+    let principal = tokens(&state)?.authenticate(token).await?;
     Ok((
-        [(header::SET_COOKIE, cookie)],
+        [(header::SET_COOKIE, session_cookie(token, 43_200))],
         Json(described(&principal, Some(access::csrf_token(token)), true)),
     ))
 }
@@ -173,10 +178,7 @@ async fn session(State(state): State<AppState>, headers: HeaderMap) -> Result<im
 
 async fn sign_out() -> impl IntoResponse {
     (
-        [(
-            header::SET_COOKIE,
-            format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"),
-        )],
+        [(header::SET_COOKIE, session_cookie("", 0))],
         StatusCode::NO_CONTENT,
     )
 }
