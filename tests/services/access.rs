@@ -12,9 +12,9 @@ use flywheel_testkit::service::InProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const BOOTSTRAP: &str = "bootstrap-admin-token-for-the-access-test-0123456789";
+pub(super) const BOOTSTRAP: &str = "bootstrap-admin-token-for-the-access-test-0123456789";
 
-async fn settings(service: &str, prefix: &str) -> anyhow::Result<ServiceSettings> {
+pub(super) async fn settings(service: &str, prefix: &str) -> anyhow::Result<ServiceSettings> {
     let mut settings = ServiceSettings::defaults_for(service, 0);
     settings.bus = flywheel_testkit::bus_config(prefix);
     settings.db = flywheel_testkit::fresh_postgres().await?;
@@ -25,7 +25,7 @@ async fn settings(service: &str, prefix: &str) -> anyhow::Result<ServiceSettings
 }
 
 /// One request with an optional bearer token: status and JSON body.
-async fn call(
+pub(super) async fn call(
     method: Method,
     url: &str,
     token: Option<&str>,
@@ -45,7 +45,7 @@ async fn call(
 }
 
 /// Creates a token as the bootstrap admin; the token string.
-async fn token(registry: &InProcess, new: Value) -> anyhow::Result<String> {
+pub(super) async fn token(registry: &InProcess, new: Value) -> anyhow::Result<String> {
     let (status, issued) = call(
         Method::POST,
         &registry.url("/api/v1/tokens"),
@@ -148,12 +148,18 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         .await?;
         assert_eq!(status, 403);
     }
-    // Another project's token (even its admin) sees nothing of this one.
-    let (status, _) = call(Method::GET, &datasets, Some(&elsewhere), None).await?;
-    assert_eq!(
-        status, 403,
-        "a token of project fraud reads nothing of default"
-    );
+    // Another project's token (even its admin) sees nothing of this one: the registry's data
+    // carry projects (tests/services/projects.rs), the deployer's all live in `default`.
+    let (status, listed) = call(Method::GET, &datasets, Some(&elsewhere), None).await?;
+    assert_eq!((status, listed), (200, json!([])));
+    let (status, listed) = call(
+        Method::GET,
+        &deployer.url("/api/v1/deployments"),
+        Some(&elsewhere),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 403, "{listed}");
     let (status, listed) = call(
         Method::GET,
         &registry.url("/api/v1/tokens"),
@@ -161,7 +167,14 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         None,
     )
     .await?;
-    assert_eq!(status, 403, "{listed}");
+    assert_eq!(status, 200, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["eve"], "a project's admin lists its project's tokens only");
     // The admin's listing holds no secret.
     let (status, listed) = call(
         Method::GET,

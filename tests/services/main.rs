@@ -3,6 +3,7 @@
 
 mod access;
 mod nats_permissions;
+mod projects;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

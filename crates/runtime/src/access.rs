@@ -24,8 +24,8 @@ pub const SESSION_COOKIE: &str = "flywheel_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Who acts, as handlers read it: set from the token when authentication is on.
 pub const ACTOR_HEADER: &str = "x-flywheel-actor";
-/// The project every resource belongs to until resources carry their own.
-pub const DEFAULT_PROJECT: &str = "default";
+pub use crate::scope::DEFAULT_PROJECT;
+use crate::scope::{self, PROJECT_HEADER, Scope};
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,10 @@ pub struct Gate {
     store: Option<TokenStore>,
     rule: AccessRule,
     bus: Bus,
+    /// Whether the service's data carry projects: then a role anywhere admits a request, whose
+    /// reads and writes the [`Scope`] confines; otherwise the role must hold in
+    /// [`DEFAULT_PROJECT`], where all of the service's data live.
+    projects: bool,
     /// Denials being published; a flood of refused requests must not become a flood of tasks.
     reporting: Arc<tokio::sync::Semaphore>,
 }
@@ -88,8 +92,15 @@ impl Gate {
             store,
             rule,
             bus,
+            projects: false,
             reporting: Arc::new(tokio::sync::Semaphore::new(DENIALS_IN_FLIGHT)),
         }
+    }
+
+    /// This service's data carry projects (see [`crate::scope`]).
+    pub fn with_projects(mut self) -> Self {
+        self.projects = true;
+        self
     }
 
     /// The token store, when authentication is on.
@@ -141,8 +152,13 @@ pub fn credentials(headers: &HeaderMap) -> Option<(String, bool)> {
 /// The middleware: authenticates, checks the route's role, and puts the [`Principal`] into
 /// the request's extensions.
 pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let wanted = match requested_project(request.headers()) {
+        Ok(wanted) => wanted,
+        Err(error) => return error.into_response(),
+    };
     let Some(store) = &gate.store else {
-        return next.run(request).await;
+        let scope = wanted.map_or_else(Scope::all, Scope::project);
+        return scope::within(scope, next.run(request)).await;
     };
     let route = request
         .extensions()
@@ -152,7 +168,10 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let needed = match (gate.rule)(&method, &route, &path) {
-        Access::Public => return next.run(request).await,
+        Access::Public => {
+            let scope = wanted.map_or_else(Scope::all, Scope::project);
+            return scope::within(scope, next.run(request)).await;
+        }
         Access::Needs(role) => role,
     };
     let refuse = |status: StatusCode, reason: String, who: Option<&Principal>| {
@@ -187,9 +206,33 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
             );
         }
     }
-    if !principal.can(needed, DEFAULT_PROJECT) {
+    let scope = if principal.project == flywheel_auth::ALL_PROJECTS {
+        wanted.map_or_else(Scope::all, Scope::project)
+    } else {
+        match wanted {
+            Some(other) if other != principal.project => {
+                let reason = format!(
+                    "{} holds a token for project {}, not {other}",
+                    principal.name, principal.project
+                );
+                return refuse(StatusCode::FORBIDDEN, reason, Some(&principal));
+            }
+            _ => Scope::project(principal.project.clone()),
+        }
+    };
+    let allowed = if gate.projects {
+        principal.has(needed)
+    } else {
+        principal.can(needed, DEFAULT_PROJECT)
+    };
+    if !allowed {
+        let place = if gate.projects {
+            principal.project.as_str()
+        } else {
+            DEFAULT_PROJECT
+        };
         let reason = format!(
-            "{} {route} needs the {} role in project {DEFAULT_PROJECT}; {} has {} in {}",
+            "{} {route} needs the {} role in project {place}; {} has {} in {}",
             method,
             needed.as_str(),
             principal.name,
@@ -206,7 +249,21 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
         request.headers_mut().insert(ACTOR_HEADER, actor);
     }
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    scope::within(scope, next.run(request)).await
+}
+
+/// The project named by `X-Flywheel-Project`, if any; a malformed one is a 400.
+fn requested_project(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get(PROJECT_HEADER) else {
+        return Ok(None);
+    };
+    match raw.to_str() {
+        Ok(name) if scope::valid_project(name.trim()) => Ok(Some(name.trim().to_owned())),
+        _ => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{PROJECT_HEADER} must be 1-64 characters of a-z, 0-9, - and _"),
+        )),
+    }
 }
 
 /// Answers a refusal and records it (metric, log, `security.access.denied`).

@@ -137,6 +137,18 @@ impl ServiceKit {
     /// Mounts the service's own routes behind its own access rule and marks it ready.
     pub fn mount_with_access(&self, routes: Router, rule: crate::access::AccessRule) {
         let gate = crate::access::Gate::new(self.name, self.tokens.clone(), rule, self.bus.clone());
+        self.mount_gated(routes, gate);
+    }
+
+    /// Like [`Self::mount_with_access`], for a service whose data carry their project: tokens
+    /// of any project get in, and each request runs in its [`crate::scope::Scope`].
+    pub fn mount_scoped(&self, routes: Router, rule: crate::access::AccessRule) {
+        let gate = crate::access::Gate::new(self.name, self.tokens.clone(), rule, self.bus.clone())
+            .with_projects();
+        self.mount_gated(routes, gate);
+    }
+
+    fn mount_gated(&self, routes: Router, gate: crate::access::Gate) {
         // A service with no routes of its own (the runner) has nothing to guard.
         let routes = if routes.has_routes() {
             routes.route_layer(axum::middleware::from_fn_with_state(

@@ -13,6 +13,7 @@ mod main_entry;
 pub mod metrics;
 pub mod outbox;
 pub mod readiness;
+pub mod scope;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -72,9 +72,30 @@ fn bad(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::InvalidParameter(e.to_string())
 }
 
+/// Refuses a change to a dataset of a project the running work cannot see (its name is
+/// taken); a dataset that does not exist yet is free.
+async fn check_owner<C: ConnectionTrait>(db: &C, name: &str) -> Result<()> {
+    let row = db
+        .query_one(
+            &Query::select()
+                .column(Datasets::Project)
+                .from(Datasets::Table)
+                .and_where(Expr::col(Datasets::Name).eq(name))
+                .to_owned(),
+        )
+        .await?;
+    match row {
+        Some(row) if !crate::projects::sees(&row.try_get::<String>("", "project")?) => Err(
+            RegistryError::AlreadyExists(format!("dataset name {name} is taken by another project")),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Sets a dataset's validation suite (creating the dataset if needed).
 pub async fn set_suite(state: &AppState, name: &str, suite: &[Expectation]) -> Result<()> {
     check_name(name)?;
+    check_owner(&state.db, name).await?;
     let now = now_millis();
     let text = serde_json::to_string(suite).map_err(bad)?;
     state
@@ -87,8 +108,15 @@ pub async fn set_suite(state: &AppState, name: &str, suite: &[Expectation]) -> R
                     Datasets::Suite,
                     Datasets::CreatedAt,
                     Datasets::UpdatedAt,
+                    Datasets::Project,
                 ])
-                .values([name.into(), text.into(), now.into(), now.into()])
+                .values([
+                    name.into(),
+                    text.into(),
+                    now.into(),
+                    now.into(),
+                    crate::projects::home().into(),
+                ])
                 .map_err(bad)?
                 .on_conflict(
                     OnConflict::column(Datasets::Name)
@@ -109,6 +137,7 @@ pub async fn suite<C: ConnectionTrait>(db: &C, name: &str) -> Result<Vec<Expecta
                 .column(Datasets::Suite)
                 .from(Datasets::Table)
                 .and_where(Expr::col(Datasets::Name).eq(name))
+                .apply(|select| crate::projects::confine(select, Datasets::Project))
                 .to_owned(),
         )
         .await?;
@@ -137,6 +166,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             DatasetVersions::CreatedAt,
         ])
         .from(DatasetVersions::Table)
+        .apply(|select| crate::projects::confine_to_datasets(select, DatasetVersions::Name))
         .to_owned()
 }
 
@@ -215,6 +245,7 @@ pub async fn push(
     actor: &str,
 ) -> Result<(DatasetVersion, bool)> {
     check_name(name)?;
+    check_owner(&state.db, name).await?;
     if bytes.is_empty() {
         return Err(RegistryError::InvalidParameter(
             "the upload is empty".into(),
@@ -285,8 +316,15 @@ pub async fn push(
                 Datasets::Suite,
                 Datasets::CreatedAt,
                 Datasets::UpdatedAt,
+                Datasets::Project,
             ])
-            .values([name.into(), "[]".into(), now.into(), now.into()])
+            .values([
+                name.into(),
+                "[]".into(),
+                now.into(),
+                now.into(),
+                crate::projects::home().into(),
+            ])
             .map_err(bad)?
             .on_conflict(OnConflict::column(Datasets::Name).do_nothing().to_owned())
             .to_owned(),
@@ -393,6 +431,16 @@ pub async fn push_reference(
     format_hint: Option<&str>,
     actor: &str,
 ) -> Result<(DatasetVersion, bool)> {
+    // Objects of the store are not partitioned by project, except under `projects/<name>/`:
+    // work confined to one project may only reference its own part.
+    if let Some(project) = flywheel_runtime::scope::current().only() {
+        let own = format!("projects/{project}/");
+        if !key.starts_with(&own) || key.contains("..") {
+            return Err(RegistryError::InvalidParameter(format!(
+                "a token of project {project} may only push objects under {own}"
+            )));
+        }
+    }
     let bytes = state.artifacts.get(key).await?;
     push(state, name, bytes, format_hint.or(Some(key)), actor).await
 }
@@ -426,6 +474,7 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<DatasetSummary>> {
                     Alias::new("last_seq"),
                 )
                 .from(DatasetVersions::Table)
+                .apply(|select| crate::projects::confine_to_datasets(select, DatasetVersions::Name))
                 .group_by_col(DatasetVersions::Name)
                 .order_by(DatasetVersions::Name, Order::Asc)
                 .to_owned(),

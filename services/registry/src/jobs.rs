@@ -136,6 +136,7 @@ async fn apply(
         &request_id,
         &detail,
         seq,
+        &envelope.project,
     )
     .await?;
     txn.commit().await?;
@@ -156,6 +157,7 @@ async fn upsert_job<C: ConnectionTrait>(
     request_id: &str,
     detail: &str,
     seq: i64,
+    project: &str,
 ) -> Result<()> {
     // Handlers run concurrently (and across replicas): a job's row only moves forward in
     // stream order.
@@ -184,6 +186,7 @@ async fn upsert_job<C: ConnectionTrait>(
                 Jobs::Detail,
                 Jobs::UpdatedAt,
                 Jobs::LastSeq,
+                Jobs::Project,
             ])
             .values([
                 job_id.into(),
@@ -194,6 +197,7 @@ async fn upsert_job<C: ConnectionTrait>(
                 detail.into(),
                 now_millis().into(),
                 seq.into(),
+                project.into(),
             ])
             .map_err(|e| RegistryError::InvalidParameter(e.to_string()))?
             .on_conflict(

@@ -11,6 +11,7 @@ mod error;
 mod jobs;
 mod migrations;
 mod mlflow;
+mod projects;
 pub mod models;
 pub mod readmodels;
 mod schema;
@@ -90,7 +91,7 @@ pub async fn run(
             readmodels::handle(state.clone(), delivery)
         });
     }
-    kit.mount_with_access(
+    kit.mount_scoped(
         mlflow::router()
             .merge(api::router())
             .merge(dashboard::router())

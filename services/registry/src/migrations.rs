@@ -24,6 +24,7 @@ flywheel_db::migrator!(
         CreateReadModels,
         CreateLoggedModels,
         crate::dashboard::CreateTimeline,
+        AddProjects,
     ]
 );
 
@@ -879,4 +880,65 @@ impl MigrationTrait for CreateLoggedModels {
             )
             .await
     }
+}
+
+/// Every top-level resource, read-model and logged event gets its project; what existed
+/// before belongs to `default`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AddProjects;
+
+impl MigrationName for AddProjects {
+    fn name(&self) -> &str {
+        "m0010_registry_add_projects"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for AddProjects {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::dashboard::timeline::Timeline;
+        add_project(manager, Experiments::Table, Experiments::Project).await?;
+        add_project(manager, Models::Table, Models::Project).await?;
+        add_project(manager, Datasets::Table, Datasets::Project).await?;
+        add_project(manager, Jobs::Table, Jobs::Project).await?;
+        add_project(manager, Deployments::Table, Deployments::Project).await?;
+        add_project(manager, Alerts::Table, Alerts::Project).await?;
+        add_project(manager, Timeline::Table, Timeline::Project).await?;
+        Ok(())
+    }
+}
+
+/// Adds an indexed `project` column (existing rows: `default`) unless it is there.
+async fn add_project<T: sea_orm::sea_query::Iden + Copy + 'static>(
+    manager: &SchemaManager<'_>,
+    table: T,
+    column: T,
+) -> Result<(), DbErr> {
+    let table_name = table.to_string();
+    if !manager.has_column(&table_name, &column.to_string()).await? {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(table)
+                    .add_column(
+                        ColumnDef::new(column)
+                            .string_len(64)
+                            .not_null()
+                            .default(flywheel_runtime::scope::DEFAULT_PROJECT),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+    }
+    manager
+        .create_index(
+            Index::create()
+                .name(format!("{table_name}_project"))
+                .table(table)
+                .col(column)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
 }

@@ -110,10 +110,18 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
                     (Deployments::Detail, detail.into()),
                     (Deployments::UpdatedAt, now.into()),
                     (Deployments::LastSeq, seq.into()),
+                    (Deployments::Project, envelope.project.clone().into()),
                 ],
                 &update,
             )
         };
+    // Alerts belong to their deployment's project (the monitor does not know projects).
+    let alert_project = match &envelope.event {
+        Event::MonitorAlertRaised(e) => deployment_project(&txn, &e.deployment).await?,
+        Event::MonitorAlertResolved(e) => deployment_project(&txn, &e.deployment).await?,
+        _ => None,
+    }
+    .unwrap_or_else(|| envelope.project.clone());
     let alert =
         |id: &str, rule: &str, deployment: &str, severity: &str, message: &str, status: &str| {
             let (stamp, update) = if status == "open" {
@@ -146,6 +154,7 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
                     (Alerts::Status, status.into()),
                     (stamp, now.into()),
                     (Alerts::LastSeq, seq.into()),
+                    (Alerts::Project, alert_project.clone().into()),
                 ],
                 &update,
             )
@@ -233,6 +242,20 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
     Ok(())
 }
 
+/// The project of a deployment the registry has heard of.
+async fn deployment_project<C: ConnectionTrait>(db: &C, deployment: &str) -> Result<Option<String>> {
+    let row = db
+        .query_one(
+            &Query::select()
+                .column(Deployments::Project)
+                .from(Deployments::Table)
+                .and_where(Expr::col(Deployments::Deployment).eq(deployment))
+                .to_owned(),
+        )
+        .await?;
+    Ok(row.map(|r| r.try_get("", "project")).transpose()?)
+}
+
 /// A deployment as the registry last heard of it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DeploymentView {
@@ -267,6 +290,7 @@ pub async fn deployments<C: ConnectionTrait>(
         ])
         .from(Deployments::Table)
         .order_by(Deployments::Deployment, Order::Asc);
+    crate::projects::confine(&mut select, Deployments::Project);
     if let Some(model) = model {
         select.and_where(Expr::col(Deployments::Model).eq(model));
     }
@@ -317,6 +341,7 @@ pub async fn alerts<C: ConnectionTrait>(db: &C, open_only: bool) -> Result<Vec<A
         ])
         .from(Alerts::Table)
         .order_by(Alerts::AlertId, Order::Asc);
+    crate::projects::confine(&mut select, Alerts::Project);
     if open_only {
         select.and_where(Expr::col(Alerts::Status).eq("open"));
     }
@@ -366,6 +391,7 @@ pub async fn jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<JobView>> {
                 Jobs::RegisteredVersion,
             ])
             .from(Jobs::Table)
+            .apply(|select| crate::projects::confine(select, Jobs::Project))
             .order_by(Jobs::UpdatedAt, Order::Desc)
             .limit(1000)
             .to_owned(),

@@ -14,6 +14,8 @@ pub(crate) enum Experiments {
     LifecycleStage,
     CreationTime,
     LastUpdateTime,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// Experiment tags.
@@ -99,6 +101,8 @@ pub(crate) enum Models {
     CreatedBy,
     CreatedAt,
     UpdatedAt,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// Registered model tags.
@@ -219,6 +223,8 @@ pub(crate) enum Jobs {
     RegisteredVersion,
     UpdatedAt,
     LastSeq,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// Datasets and their validation suites.
@@ -230,6 +236,8 @@ pub(crate) enum Datasets {
     Suite,
     CreatedAt,
     UpdatedAt,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// Immutable, content-addressed dataset versions.
@@ -266,6 +274,8 @@ pub(crate) enum Deployments {
     Detail,
     UpdatedAt,
     LastSeq,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// Read-model of monitor alerts, from `monitor.alert.*` events.
@@ -282,6 +292,8 @@ pub(crate) enum Alerts {
     RaisedAt,
     ResolvedAt,
     LastSeq,
+    /// The project (tenant) it belongs to.
+    Project,
 }
 
 /// MLflow 3 LoggedModels (what `mlflow.<flavor>.log_model` creates).

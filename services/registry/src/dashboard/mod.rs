@@ -31,6 +31,7 @@ pub(crate) use timeline::{
 };
 pub use views::RecentEvents;
 
+use crate::projects;
 use crate::schema::{Alerts, DatasetVersions, Datasets, Deployments, Jobs, Models, Versions};
 use crate::{AppState, RegistryError, Result};
 
@@ -111,6 +112,7 @@ pub(crate) struct Overview {
 async fn count<C: ConnectionTrait>(
     db: &C,
     table: impl sea_orm::sea_query::IntoTableRef,
+    confine: impl FnOnce(&mut sea_orm::sea_query::SelectStatement),
     filter: Option<sea_orm::sea_query::SimpleExpr>,
 ) -> Result<i64> {
     let mut query = Query::select();
@@ -120,6 +122,7 @@ async fn count<C: ConnectionTrait>(
             Alias::new("n"),
         )
         .from(table);
+    confine(&mut query);
     if let Some(filter) = filter {
         query.and_where(filter);
     }
@@ -134,6 +137,7 @@ async fn by_status<C: ConnectionTrait>(
     db: &C,
     table: impl sea_orm::sea_query::IntoTableRef,
     status: impl sea_orm::sea_query::IntoColumnRef + Copy,
+    project: impl sea_orm::sea_query::IntoColumnRef,
 ) -> Result<Value> {
     let rows = db
         .query_all(
@@ -144,6 +148,7 @@ async fn by_status<C: ConnectionTrait>(
                     Alias::new("n"),
                 )
                 .from(table)
+                .apply(|select| crate::projects::confine(select, project))
                 .group_by_col(status)
                 .to_owned(),
         )
@@ -160,15 +165,40 @@ async fn by_status<C: ConnectionTrait>(
 pub(crate) async fn counts(state: &AppState) -> Result<Overview> {
     let db = &state.db;
     Ok(Overview {
-        datasets: count(db, Datasets::Table, None).await?,
-        dataset_versions: count(db, DatasetVersions::Table, None).await?,
-        models: count(db, Models::Table, None).await?,
-        model_versions: count(db, Versions::Table, None).await?,
-        jobs: by_status(db, Jobs::Table, Jobs::Status).await?,
-        deployments: by_status(db, Deployments::Table, Deployments::Status).await?,
+        datasets: count(
+            db,
+            Datasets::Table,
+            |s| projects::confine(s, Datasets::Project),
+            None,
+        )
+        .await?,
+        dataset_versions: count(
+            db,
+            DatasetVersions::Table,
+            |s| projects::confine_to_datasets(s, DatasetVersions::Name),
+            None,
+        )
+        .await?,
+        models: count(db, Models::Table, |s| projects::confine(s, Models::Project), None).await?,
+        model_versions: count(
+            db,
+            Versions::Table,
+            |s| projects::confine_to_models(s, Versions::Name),
+            None,
+        )
+        .await?,
+        jobs: by_status(db, Jobs::Table, Jobs::Status, Jobs::Project).await?,
+        deployments: by_status(
+            db,
+            Deployments::Table,
+            Deployments::Status,
+            Deployments::Project,
+        )
+        .await?,
         open_alerts: count(
             db,
             Alerts::Table,
+            |s| projects::confine(s, Alerts::Project),
             Some(Expr::col(Alerts::Status).eq("open")),
         )
         .await?,
@@ -187,6 +217,8 @@ async fn events(
 ) -> Result<impl IntoResponse> {
     // Refused requests are for admins' eyes (and everyone's with authentication off).
     let security = principal.is_none_or(|p| p.has(flywheel_auth::Role::Admin));
+    // The stream outlives the request's task: it keeps the request's scope itself.
+    let scope = flywheel_runtime::scope::current();
     let subject = format!("{}.events.>", state.bus.subjects().prefix());
     let subscriber = state
         .bus
@@ -194,14 +226,17 @@ async fn events(
         .subscribe(subject)
         .await
         .map_err(|e| RegistryError::Unavailable(format!("the event stream: {e}")))?;
-    Ok(Sse::new(relay(subscriber, security)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(relay(subscriber, security, scope)).keep_alive(KeepAlive::default()))
 }
 
 fn relay(
     subscriber: async_nats::Subscriber,
     security: bool,
+    scope: flywheel_runtime::scope::Scope,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
-    subscriber.filter_map(move |message| async move {
+    subscriber.filter_map(move |message| {
+        let scope = scope.clone();
+        async move {
         let content_type = message
             .headers
             .as_ref()
@@ -217,10 +252,14 @@ fn relay(
         {
             return None;
         }
+        if !scope.sees(&envelope.project) {
+            return None;
+        }
         let body = flywheel_events::encode(&envelope, flywheel_events::ContentType::Json).ok()?;
         let body = String::from_utf8(body).ok()?;
         Some(Ok(SseEvent::default()
             .event(envelope.event.event_type())
             .data(body)))
+        }
     })
 }

@@ -21,6 +21,8 @@ pub(crate) enum Timeline {
     Model,
     Deployment,
     Body,
+    /// The event's project.
+    Project,
 }
 
 /// Creates `registry_timeline`.
@@ -120,6 +122,7 @@ async fn store(state: &AppState, delivery: &Delivery) -> Result<()> {
         model: &model,
         deployment: &deployment,
         body: &body,
+        project: &envelope.project,
     };
     insert(&state.db, &row).await
 }
@@ -132,6 +135,7 @@ struct Row<'a> {
     model: &'a str,
     deployment: &'a str,
     body: &'a str,
+    project: &'a str,
 }
 
 /// Stores a row unless its sequence is there already.
@@ -146,6 +150,7 @@ async fn insert<C: ConnectionTrait>(db: &C, row: &Row<'_>) -> Result<()> {
                 Timeline::Model,
                 Timeline::Deployment,
                 Timeline::Body,
+                Timeline::Project,
             ])
             .values_panic([
                 row.seq.into(),
@@ -154,6 +159,7 @@ async fn insert<C: ConnectionTrait>(db: &C, row: &Row<'_>) -> Result<()> {
                 row.model.into(),
                 row.deployment.into(),
                 row.body.into(),
+                row.project.into(),
             ])
             .on_conflict(OnConflict::column(Timeline::Seq).do_nothing().to_owned())
             .to_owned(),
@@ -250,6 +256,7 @@ pub(crate) async fn read<C: ConnectionTrait>(db: &C, filter: &Filter<'_>) -> Res
         .from(Timeline::Table)
         .order_by(Timeline::Seq, Order::Desc)
         .limit(filter.limit.clamp(1, 100_000));
+    crate::projects::confine(&mut select, Timeline::Project);
     if let Some(model) = filter.model {
         select.and_where(Expr::col(Timeline::Model).eq(model));
     }
@@ -292,6 +299,7 @@ mod tests {
                 model: "",
                 deployment: "",
                 body: "{}",
+                project: "default",
             };
             insert(&db, &row).await?;
         }

@@ -440,6 +440,7 @@ pub async fn get_promotion<C: ConnectionTrait>(db: &C, id: i64) -> Result<Promot
                 ])
                 .from(Promotions::Table)
                 .and_where(Expr::col(Promotions::Id).eq(id))
+                .apply(|select| crate::projects::confine_to_models(select, Promotions::Model))
                 .to_owned(),
         )
         .await?

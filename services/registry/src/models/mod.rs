@@ -8,7 +8,8 @@ mod search;
 use std::collections::{BTreeMap, HashMap};
 
 use flywheel_events::payloads::{
-    Lineage, ModelVersionAliasChanged, ModelVersionRegistered, Signature,
+    DatasetValidationCompleted, DatasetVersionCreated, Lineage, ModelVersionAliasChanged,
+    ModelVersionRegistered, Signature,
 };
 use flywheel_events::{Envelope, Event};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
@@ -18,12 +19,9 @@ use serde_json::json;
 pub use audit::{AuditEntry, for_model as audit_log};
 pub use search::{SearchModels, search_models, search_versions};
 
-use crate::schema::{Aliases, ModelTags, Models, VersionTags, Versions};
+use crate::schema::{Aliases, Datasets, ModelTags, Models, VersionTags, Versions};
 use crate::tracking::{KeyValue, now_millis};
 use crate::{AppState, RegistryError, Result};
-
-/// The project events are stamped with until multi-tenancy lands.
-pub const DEFAULT_PROJECT: &str = "default";
 
 /// A registered model.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +196,7 @@ pub async fn create_model(
             Models::CreatedBy,
             Models::CreatedAt,
             Models::UpdatedAt,
+            Models::Project,
         ])
         .values([
             name.into(),
@@ -205,6 +204,7 @@ pub async fn create_model(
             actor.into(),
             now.into(),
             now.into(),
+            crate::projects::home().into(),
         ])
         .map_err(bad)?
         .to_owned();
@@ -282,19 +282,21 @@ pub async fn set_model_tag(
     Ok(())
 }
 
-async fn model_exists<C: ConnectionTrait>(db: &C, name: &str) -> Result<()> {
-    let row = db
-        .query_one(
-            &Query::select()
-                .column(Models::Name)
-                .from(Models::Table)
-                .and_where(Expr::col(Models::Name).eq(name))
-                .to_owned(),
-        )
-        .await?;
-    row.map(|_| ()).ok_or_else(|| {
-        RegistryError::NotFound(format!("Registered Model with name={name} not found"))
-    })
+/// Fails with `NotFound` unless the model exists in a visible project; returns that project.
+async fn model_exists<C: ConnectionTrait>(db: &C, name: &str) -> Result<String> {
+    let mut select = Query::select()
+        .column(Models::Project)
+        .from(Models::Table)
+        .and_where(Expr::col(Models::Name).eq(name))
+        .to_owned();
+    crate::projects::confine(&mut select, Models::Project);
+    let row = db.query_one(&select).await?;
+    match row {
+        Some(row) => Ok(row.try_get("", "project")?),
+        None => Err(RegistryError::NotFound(format!(
+            "Registered Model with name={name} not found"
+        ))),
+    }
 }
 
 /// Reads a registered model with tags, aliases and latest versions per stage.
@@ -324,6 +326,7 @@ pub(crate) async fn load_models<C: ConnectionTrait>(
                 ])
                 .from(Models::Table)
                 .and_where(Expr::col(Models::Name).is_in(names.iter().map(String::as_str)))
+                .apply(|select| crate::projects::confine(select, Models::Project))
                 .to_owned(),
         )
         .await?;
@@ -452,6 +455,7 @@ fn version_select() -> sea_orm::sea_query::SelectStatement {
             (Versions::Table, Versions::Lineage),
         ])
         .from(Versions::Table)
+        .apply(|select| crate::projects::confine_to_models(select, (Versions::Table, Versions::Name)))
         .to_owned()
 }
 
@@ -748,9 +752,13 @@ tokio::task_local! {
     static CAUSE: Envelope;
 }
 
-/// Runs `work` with `cause` as the cause of every event it announces.
+/// Runs `work` with `cause` as the cause of every event it announces, creating what it
+/// creates in the cause's project.
 pub async fn caused_by<F: std::future::Future>(cause: Envelope, work: F) -> F::Output {
-    CAUSE.scope(cause, work).await
+    let scope = flywheel_runtime::scope::Scope::creating_in(cause.project.clone());
+    CAUSE
+        .scope(cause, flywheel_runtime::scope::within(scope, work))
+        .await
 }
 
 /// Announces `training.requested` (audited on the model when it exists); returns the request id.
@@ -762,6 +770,22 @@ pub async fn request_training(
     let request_id = request.request_id.clone();
     let model = request.model.clone();
     let txn = state.db.begin().await?;
+    // A model of a project the caller cannot see is not the caller's to retrain.
+    if let Some(row) = txn
+        .query_one(
+            &Query::select()
+                .column(Models::Project)
+                .from(Models::Table)
+                .and_where(Expr::col(Models::Name).eq(model.as_str()))
+                .to_owned(),
+        )
+        .await?
+        && !crate::projects::sees(&row.try_get::<String>("", "project")?)
+    {
+        return Err(RegistryError::AlreadyExists(format!(
+            "model name {model} is taken by another project"
+        )));
+    }
     let details = json!({"request_id": request_id, "dataset": request.dataset, "trainer": request.trainer.name});
     announce(state, &txn, Event::TrainingRequested(request)).await?;
     if model_exists(&txn, &model).await.is_ok() {
@@ -789,13 +813,51 @@ pub(crate) async fn announce_event(
     announce(state, txn, event).await
 }
 
-/// Writes an event to the outbox inside `txn`.
+/// Writes an event to the outbox inside `txn`, in the project of the model or dataset it is
+/// about.
 async fn announce(state: &AppState, txn: &DatabaseTransaction, event: Event) -> Result<()> {
-    let envelope = CAUSE
+    let project = project_of(txn, &event).await?;
+    let mut envelope = CAUSE
         .try_with(|cause| Envelope::caused_by(cause, crate::SERVICE, event.clone()))
-        .unwrap_or_else(|_| Envelope::new(crate::SERVICE, DEFAULT_PROJECT, event));
+        .unwrap_or_else(|_| Envelope::new(crate::SERVICE, project.clone(), event));
+    envelope.project = project;
     flywheel_runtime::outbox::enqueue(txn, crate::SERVICE, &state.bus, &envelope).await?;
     Ok(())
+}
+
+/// The project of the model or dataset an event is about (the running work's home project
+/// for anything else, or a model not registered yet).
+async fn project_of(txn: &DatabaseTransaction, event: &Event) -> Result<String> {
+    let model = match event {
+        Event::ModelVersionRegistered(e) => Some(&e.model),
+        Event::ModelVersionAliasChanged(e) => Some(&e.model),
+        Event::TrainingRequested(e) => Some(&e.model),
+        Event::ModelVersionGatesEvaluated(e) => Some(&e.model),
+        Event::ModelVersionApprovalRequested(e) => Some(&e.model),
+        Event::ModelVersionApproved(e) | Event::ModelVersionRejected(e) => Some(&e.model),
+        _ => None,
+    };
+    let select = if let Some(model) = model {
+        Query::select()
+            .column(Models::Project)
+            .from(Models::Table)
+            .and_where(Expr::col(Models::Name).eq(model.as_str()))
+            .to_owned()
+    } else if let Event::DatasetVersionCreated(DatasetVersionCreated { dataset, .. })
+    | Event::DatasetValidationCompleted(DatasetValidationCompleted { dataset, .. }) = event
+    {
+        Query::select()
+            .column(Datasets::Project)
+            .from(Datasets::Table)
+            .and_where(Expr::col(Datasets::Name).eq(dataset.as_str()))
+            .to_owned()
+    } else {
+        return Ok(crate::projects::home());
+    };
+    if let Some(row) = txn.query_one(&select).await? {
+        return Ok(row.try_get("", "project")?);
+    }
+    Ok(crate::projects::home())
 }
 
 async fn upsert_version_tag<C: ConnectionTrait>(

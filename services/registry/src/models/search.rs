@@ -126,6 +126,7 @@ pub async fn search_models<C: ConnectionTrait>(
         .column((Models::Table, Models::Name))
         .from(Models::Table)
         .cond_where(cond)
+        .apply(|select| crate::projects::confine(select, (Models::Table, Models::Project)))
         .limit(limit + 1)
         .offset(offset);
     for spec in &request.order_by {

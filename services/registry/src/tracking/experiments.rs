@@ -83,6 +83,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             Experiments::LastUpdateTime,
         ])
         .from(Experiments::Table)
+        .apply(|select| crate::projects::confine(select, Experiments::Project))
         .to_owned()
 }
 
@@ -135,6 +136,7 @@ pub async fn create<C: ConnectionTrait + TransactionTrait>(
             Experiments::LifecycleStage,
             Experiments::CreationTime,
             Experiments::LastUpdateTime,
+            Experiments::Project,
         ])
         .values([
             name.into(),
@@ -142,6 +144,7 @@ pub async fn create<C: ConnectionTrait + TransactionTrait>(
             "active".into(),
             now.into(),
             now.into(),
+            crate::projects::home().into(),
         ])
         .map_err(|e| RegistryError::InvalidParameter(e.to_string()))?
         .returning_col(Experiments::ExperimentId)

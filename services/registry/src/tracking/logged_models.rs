@@ -72,6 +72,9 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             LoggedModels::UpdatedAt,
         ])
         .from(LoggedModels::Table)
+        .apply(|select| {
+            crate::projects::confine_to_experiments(select, LoggedModels::ExperimentId);
+        })
         .to_owned()
 }
 

@@ -165,6 +165,9 @@ fn info_select() -> sea_orm::sea_query::SelectStatement {
             (Runs::Table, Runs::ArtifactUri),
         ])
         .from(Runs::Table)
+        .apply(|select| {
+            crate::projects::confine_to_experiments(select, (Runs::Table, Runs::ExperimentId));
+        })
         .to_owned()
 }
 
