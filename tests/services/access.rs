@@ -148,18 +148,10 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         .await?;
         assert_eq!(status, 403);
     }
-    // Another project's token (even its admin) sees nothing of this one: the registry's data
-    // carry projects (tests/services/projects.rs), the deployer's all live in `default`.
+    // Another project's token (even its admin) sees nothing of this one (more in
+    // tests/services/projects.rs; the deployer's part below).
     let (status, listed) = call(Method::GET, &datasets, Some(&elsewhere), None).await?;
     assert_eq!((status, listed), (200, json!([])));
-    let (status, listed) = call(
-        Method::GET,
-        &deployer.url("/api/v1/deployments"),
-        Some(&elsewhere),
-        None,
-    )
-    .await?;
-    assert_eq!(status, 403, "{listed}");
     let (status, listed) = call(
         Method::GET,
         &registry.url("/api/v1/tokens"),
@@ -361,6 +353,71 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
     )
     .await?;
     assert_eq!(status, 403, "viewers do not remove deployments");
+    // Another project's admin: lists none of them, reaches none, cannot deploy into `default`,
+    // and deploys into its own.
+    let (status, listed) = call(
+        Method::GET,
+        &deployer.url("/api/v1/deployments"),
+        Some(&elsewhere),
+        None,
+    )
+    .await?;
+    assert_eq!((status, listed), (200, json!([])));
+    let (status, listed) = call(
+        Method::GET,
+        &deployer.url("/api/v1/deployments"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(2)));
+    for (method, path) in [
+        (Method::GET, "/api/v1/deployments/closed"),
+        (Method::DELETE, "/api/v1/deployments/closed"),
+        (Method::POST, "/v2/models/closed/infer"),
+    ] {
+        let (status, body) = call(
+            method,
+            &deployer.url(path),
+            Some(&elsewhere),
+            Some(v2_body.clone()),
+        )
+        .await?;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let spec = |project: &str| json!({"model": "fraud", "version": 1, "project": project});
+    let (status, body) = call(
+        Method::PUT,
+        &deployer.url("/api/v1/deployments/fraud-scorer"),
+        Some(&elsewhere),
+        Some(spec("default")),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(
+        Method::PUT,
+        &deployer.url("/api/v1/deployments/fraud-scorer"),
+        Some(&elsewhere),
+        Some(json!({"model": "fraud", "version": 1})),
+    )
+    .await?;
+    assert_eq!((status, body["project"].as_str()), (200, Some("fraud")), "{body}");
+    let (status, listed) = call(
+        Method::GET,
+        &deployer.url("/api/v1/deployments"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(2)));
+    let (status, _) = call(
+        Method::GET,
+        &deployer.url("/api/v1/deployments/fraud-scorer"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 403, "default's viewer cannot see fraud's deployment");
 
     // Revoked: refused by every service from then on.
     let (status, revoked) = call(

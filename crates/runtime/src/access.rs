@@ -28,12 +28,15 @@ pub use crate::scope::DEFAULT_PROJECT;
 use crate::scope::{self, PROJECT_HEADER, Scope};
 
 /// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// Anyone (health, the dashboard's page, public inference).
     Public,
-    /// A principal with at least this role.
+    /// A principal with at least this role (where: see [`Gate::with_projects`]).
     Needs(Role),
+    /// A principal with at least this role in this project: the route addresses a resource the
+    /// rule knows the project of.
+    NeedsIn(Role, String),
 }
 
 /// A service's rule: the access a request needs, from its method, route template and path.
@@ -167,12 +170,13 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
         .unwrap_or_default();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let needed = match (gate.rule)(&method, &route, &path) {
+    let (needed, owner) = match (gate.rule)(&method, &route, &path) {
         Access::Public => {
             let scope = wanted.map_or_else(Scope::all, Scope::project);
             return scope::within(scope, next.run(request)).await;
         }
-        Access::Needs(role) => role,
+        Access::Needs(role) => (role, None),
+        Access::NeedsIn(role, project) => (role, Some(project)),
     };
     let refuse = |status: StatusCode, reason: String, who: Option<&Principal>| {
         deny(&gate, &method, &path, status, reason, who)
@@ -220,17 +224,15 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
             _ => Scope::project(principal.project.clone()),
         }
     };
-    let allowed = if gate.projects {
-        principal.has(needed)
-    } else {
-        principal.can(needed, DEFAULT_PROJECT)
+    let (allowed, place) = match (&owner, gate.projects) {
+        (Some(project), _) => (
+            principal.can(needed, project) && scope.sees(project),
+            project.as_str(),
+        ),
+        (None, true) => (principal.has(needed), principal.project.as_str()),
+        (None, false) => (principal.can(needed, DEFAULT_PROJECT), DEFAULT_PROJECT),
     };
     if !allowed {
-        let place = if gate.projects {
-            principal.project.as_str()
-        } else {
-            DEFAULT_PROJECT
-        };
         let reason = format!(
             "{} {route} needs the {} role in project {place}; {} has {} in {}",
             method,

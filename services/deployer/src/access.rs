@@ -1,37 +1,62 @@
-//! Who may call the deployer: inference needs a token with at least the viewer role, unless the
-//! deployment is public (`public_inference`); the server's own V2 metadata and health are
-//! public; fault injection needs an admin; the deployment API follows the default rule.
+//! Who may call the deployer: inference needs a token with at least the viewer role in the
+//! deployment's project, unless the deployment is public (`public_inference`); the server's own
+//! V2 metadata and health are public; fault injection needs an admin; the deployment API needs
+//! a viewer to read and an operator to change, in the deployment's project.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::http::Method;
 use flywheel_runtime::access::{self, Access};
 use flywheel_runtime::{AccessRule, Role};
 
-/// The deployments whose inference answers without a token.
+/// Each deployment's project and whether its inference answers without a token.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PublicInference(Arc<RwLock<HashSet<String>>>);
+pub(crate) struct Exposure(Arc<RwLock<HashMap<String, Exposed>>>);
 
-impl PublicInference {
-    /// Records whether `deployment` is public.
-    pub(crate) fn set(&self, deployment: &str, public: bool) {
-        if let Ok(mut names) = self.0.write() {
-            if public {
-                names.insert(deployment.to_owned());
-            } else {
-                names.remove(deployment);
-            }
+#[derive(Debug, Clone)]
+struct Exposed {
+    project: String,
+    public: bool,
+}
+
+impl Exposure {
+    /// Records `deployment`'s project and whether it is public.
+    pub(crate) fn set(&self, deployment: &str, project: &str, public: bool) {
+        if let Ok(mut known) = self.0.write() {
+            known.insert(
+                deployment.to_owned(),
+                Exposed {
+                    project: project.to_owned(),
+                    public,
+                },
+            );
         }
     }
 
-    fn contains(&self, deployment: &str) -> bool {
-        self.0.read().is_ok_and(|names| names.contains(deployment))
+    /// Forgets a deleted deployment.
+    pub(crate) fn remove(&self, deployment: &str) {
+        if let Ok(mut known) = self.0.write() {
+            known.remove(deployment);
+        }
+    }
+
+    fn get(&self, deployment: &str) -> Option<Exposed> {
+        self.0.read().ok()?.get(deployment).cloned()
+    }
+}
+
+/// `role` in the deployment's project when the deployment is known (an unknown one is the
+/// handler's 404, or a create).
+fn in_project_of(known: Option<&Exposed>, role: Role) -> Access {
+    match known {
+        Some(exposed) => Access::NeedsIn(role, exposed.project.clone()),
+        None => Access::Needs(role),
     }
 }
 
 /// The deployer's access rule.
-pub(crate) fn rule(public: PublicInference) -> AccessRule {
+pub(crate) fn rule(exposure: Exposure) -> AccessRule {
     Arc::new(move |method: &Method, route: &str, path: &str| {
         if matches!(route, "/v2" | "/v2/health/live" | "/v2/health/ready") {
             return Access::Public;
@@ -43,16 +68,23 @@ pub(crate) fn rule(public: PublicInference) -> AccessRule {
             _ => None,
         };
         if let Some(name) = inference {
-            return if public.contains(name) {
-                Access::Public
-            } else {
-                Access::Needs(Role::Viewer)
+            let known = exposure.get(name);
+            return match &known {
+                Some(exposed) if exposed.public => Access::Public,
+                _ => in_project_of(known.as_ref(), Role::Viewer),
             };
         }
+        let known = match segments.as_slice() {
+            ["api", "v1", "deployments", name, ..] => exposure.get(name),
+            _ => None,
+        };
         if route.ends_with("/fault") {
-            return Access::Needs(Role::Admin);
+            return in_project_of(known.as_ref(), Role::Admin);
         }
-        access::default_access(method, route, path)
+        match access::default_access(method, route, path) {
+            Access::Needs(role) => in_project_of(known.as_ref(), role),
+            other => other,
+        }
     })
 }
 
@@ -62,9 +94,10 @@ mod tests {
 
     #[test]
     fn inference_is_public_only_for_public_deployments() {
-        let public = PublicInference::default();
-        public.set("open", true);
-        let rule = rule(public.clone());
+        let exposure = Exposure::default();
+        exposure.set("open", "default", true);
+        exposure.set("fraud-scorer", "fraud", false);
+        let rule = rule(exposure.clone());
         let infer = |name: &str| {
             rule(
                 &Method::POST,
@@ -74,19 +107,34 @@ mod tests {
         };
         assert_eq!(infer("open"), Access::Public);
         assert_eq!(infer("closed"), Access::Needs(Role::Viewer));
+        assert_eq!(
+            infer("fraud-scorer"),
+            Access::NeedsIn(Role::Viewer, "fraud".into())
+        );
         let records = rule(
             &Method::POST,
             "/v1/deployments/{name}/predict",
             "/v1/deployments/open/predict",
         );
         assert_eq!(records, Access::Public);
-        public.set("open", false);
-        assert_eq!(infer("open"), Access::Needs(Role::Viewer));
+        exposure.set("open", "default", false);
+        assert_eq!(
+            infer("open"),
+            Access::NeedsIn(Role::Viewer, "default".into())
+        );
         assert_eq!(
             rule(
                 &Method::PUT,
                 "/api/v1/deployments/{name}",
                 "/api/v1/deployments/open"
+            ),
+            Access::NeedsIn(Role::Operator, "default".into())
+        );
+        assert_eq!(
+            rule(
+                &Method::PUT,
+                "/api/v1/deployments/{name}",
+                "/api/v1/deployments/new-one"
             ),
             Access::Needs(Role::Operator)
         );
@@ -94,9 +142,9 @@ mod tests {
             rule(
                 &Method::PUT,
                 "/api/v1/deployments/{name}/versions/{version}/fault",
-                "/api/v1/deployments/open/versions/1/fault"
+                "/api/v1/deployments/fraud-scorer/versions/1/fault"
             ),
-            Access::Needs(Role::Admin)
+            Access::NeedsIn(Role::Admin, "fraud".into())
         );
         assert_eq!(
             rule(&Method::GET, "/v2/health/ready", "/v2/health/ready"),

@@ -184,9 +184,13 @@ pub(crate) async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Deploy
     from_row(&row)
 }
 
-/// Every deployment, by name.
+/// Every deployment of the projects in view, by name.
 pub(crate) async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<Deployment>> {
-    db.query_all(&select().order_by(Deployments::Name, Order::Asc).to_owned())
+    let mut select = select().order_by(Deployments::Name, Order::Asc).to_owned();
+    if let Some(project) = flywheel_runtime::scope::current().only() {
+        select.and_where(Expr::col(Deployments::Project).eq(project));
+    }
+    db.query_all(&select)
         .await?
         .iter()
         .map(from_row)
@@ -226,6 +230,22 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
     }
     let version = spec.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     crate::rollouts::validate(&spec.strategy, &spec.slo)?;
+    let scope = flywheel_runtime::scope::current();
+    let project = spec
+        .project
+        .clone()
+        .unwrap_or_else(|| scope.home().to_owned());
+    if !flywheel_runtime::scope::valid_project(&project) {
+        return Err(DeployerError::Invalid(format!(
+            "invalid project `{project}`: 1-64 of a-z, 0-9, - and _"
+        )));
+    }
+    if !scope.sees(&project) {
+        return Err(DeployerError::Forbidden(format!(
+            "cannot deploy into project {project} from project {}",
+            scope.home()
+        )));
+    }
     let strategy =
         serde_json::to_string(&spec.strategy).map_err(|e| DeployerError::Invalid(e.to_string()))?;
     let slo =
@@ -250,7 +270,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                 ])
                 .values([
                     name.into(),
-                    spec.project.unwrap_or_else(|| "default".into()).into(),
+                    project.clone().into(),
                     spec.model.clone().into(),
                     spec.alias.clone().into(),
                     version.into(),
@@ -292,7 +312,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
         crate::rollouts::cancel(state, name);
         state.serving.remove(name);
     }
-    state.public_inference.set(name, spec.public_inference);
+    state.exposure.set(name, &project, spec.public_inference);
     activate(state, name).await?;
     get(&state.db, name).await
 }
@@ -315,7 +335,7 @@ pub(crate) async fn delete(state: &AppState, name: &str) -> Result<()> {
         )));
     }
     state.serving.remove(name);
-    state.public_inference.set(name, false);
+    state.exposure.remove(name);
     Ok(())
 }
 

@@ -60,8 +60,8 @@ pub struct AppState {
     pub(crate) log_sample_rate: f64,
     /// Whether the API may inject faults into served versions (chaos tests).
     pub(crate) fault_injection: bool,
-    /// Deployments whose inference needs no token.
-    pub(crate) public_inference: access::PublicInference,
+    /// Each deployment's project and whether its inference needs a token.
+    pub(crate) exposure: access::Exposure,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -104,7 +104,7 @@ pub async fn run(
         shutdown: kit.shutdown.clone(),
         log_sample_rate,
         fault_injection,
-        public_inference: access::PublicInference::default(),
+        exposure: access::Exposure::default(),
     };
     kit.start_outbox()?;
     kit.spawn(logs::publish(kit.bus.clone(), queue, kit.shutdown.clone()));
@@ -113,9 +113,11 @@ pub async fn run(
         .await
         .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?
     {
-        state
-            .public_inference
-            .set(&deployment.name, deployment.public_inference);
+        state.exposure.set(
+            &deployment.name,
+            &deployment.project,
+            deployment.public_inference,
+        );
         if let Err(e) = deployments::activate(&state, &deployment.name).await {
             tracing::warn!(deployment = %deployment.name, error = %e, "cannot serve after restart");
         }
@@ -124,7 +126,7 @@ pub async fn run(
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
     });
-    let rule = access::rule(state.public_inference.clone());
-    kit.mount_with_access(api::router().merge(v2::router()).with_state(state), rule);
+    let rule = access::rule(state.exposure.clone());
+    kit.mount_scoped(api::router().merge(v2::router()).with_state(state), rule);
     kit.run_until_shutdown().await
 }
