@@ -354,3 +354,125 @@ async fn a_project_sees_nothing_of_another() -> anyhow::Result<()> {
     assert_eq!(lineage["run_id"], json!(run_id));
     Ok(())
 }
+
+/// A training request for `model` as JSON.
+fn training_request(request_id: &str, model: &str) -> Value {
+    json!({
+        "request_id": request_id,
+        "model": model,
+        "dataset": {"name": "customers", "version": "3f2a"},
+        "trainer": {"kind": "builtin", "name": "logistic_regression", "params": {}},
+        "resources": {"cpu": 1.0, "memory_mb": 512, "gpu": 0},
+        "priority": 0,
+        "reason": "manual"
+    })
+}
+
+#[tokio::test]
+async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::Result<()> {
+    let prefix = flywheel_testkit::unique_name();
+    let registry =
+        InProcess::start(settings("registry", &prefix).await?, flywheel_registry::run).await?;
+    let scheduler =
+        InProcess::start(settings("scheduler", &prefix).await?, flywheel_scheduler::run).await?;
+    let alpha = token(
+        &registry,
+        json!({"name": "alice", "project": "alpha", "role": "operator"}),
+    )
+    .await?;
+    let beta = token(
+        &registry,
+        json!({"name": "bruno", "project": "beta", "role": "admin"}),
+    )
+    .await?;
+    let url = |path: &str| scheduler.url(path);
+
+    // Alpha's job lands in alpha, whatever else it could have named.
+    let (status, job) = call(
+        Method::POST,
+        &url("/api/v1/jobs"),
+        Some(&alpha),
+        Some(training_request("r-alpha", "a-model")),
+    )
+    .await?;
+    assert_eq!((status, job["project"].as_str()), (201, Some("alpha")), "{job}");
+    let job_id = job["job_id"].as_str().context("job id")?.to_owned();
+    let (status, body) = call(
+        Method::POST,
+        &url("/api/v1/jobs?project=beta"),
+        Some(&alpha),
+        Some(training_request("r-alpha-2", "a-model")),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    let trigger = json!({"cron": "0 0 * * *", "request": training_request("template", "a-model")});
+    let (status, body) = call(
+        Method::PUT,
+        &url("/api/v1/triggers/nightly"),
+        Some(&alpha),
+        Some(trigger.clone()),
+    )
+    .await?;
+    assert_eq!((status, body["project"].as_str()), (200, Some("alpha")), "{body}");
+
+    // Beta (an admin, of beta) finds none of it and changes none of it.
+    let (status, jobs) = call(Method::GET, &url("/api/v1/jobs"), Some(&beta), None).await?;
+    assert_eq!((status, jobs), (200, json!([])));
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/jobs/{job_id}")),
+        (Method::POST, format!("/api/v1/jobs/{job_id}/cancel")),
+        (Method::GET, "/api/v1/triggers/nightly".to_owned()),
+        (Method::DELETE, "/api/v1/triggers/nightly".to_owned()),
+    ] {
+        let (status, body) = call(method, &url(&path), Some(&beta), None).await?;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, triggers) = call(Method::GET, &url("/api/v1/triggers"), Some(&beta), None).await?;
+    assert_eq!((status, triggers), (200, json!([])));
+    let (status, body) = call(
+        Method::PUT,
+        &url("/api/v1/triggers/nightly"),
+        Some(&beta),
+        Some(trigger),
+    )
+    .await?;
+    assert_eq!(status, 409, "{body}");
+    let (status, usage) = call(Method::GET, &url("/api/v1/usage"), Some(&beta), None).await?;
+    assert_eq!(status, 200);
+    assert!(!usage.to_string().contains("alpha"), "{usage}");
+    // Quotas: a project's viewers read it, only its admins set it.
+    let quota = json!({"max_jobs": 2, "cpu": 4.0, "memory_mb": 8192, "gpu": 0});
+    let (status, _) = call(Method::GET, &url("/api/v1/quotas/alpha"), Some(&beta), None).await?;
+    assert_eq!(status, 403);
+    let (status, _) = call(Method::GET, &url("/api/v1/quotas/alpha"), Some(&alpha), None).await?;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::PUT,
+        &url("/api/v1/quotas/alpha"),
+        Some(&alpha),
+        Some(quota.clone()),
+    )
+    .await?;
+    assert_eq!(status, 403, "an operator does not set quotas");
+    let (status, body) = call(
+        Method::PUT,
+        &url("/api/v1/quotas/beta"),
+        Some(&beta),
+        Some(quota),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+
+    // Alpha still has its job and trigger; the all-projects admin sees them too.
+    let (status, job) = call(
+        Method::GET,
+        &url(&format!("/api/v1/jobs/{job_id}")),
+        Some(&alpha),
+        None,
+    )
+    .await?;
+    assert_eq!((status, job["project"].as_str()), (200, Some("alpha")));
+    let (_, jobs) = call(Method::GET, &url("/api/v1/jobs"), Some(BOOTSTRAP), None).await?;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    Ok(())
+}

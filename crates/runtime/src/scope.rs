@@ -76,6 +76,25 @@ pub fn current() -> Scope {
     SCOPE.try_with(Clone::clone).unwrap_or_else(|_| Scope::all())
 }
 
+/// The project a new resource goes to: the one the request names, else the scope's home; an
+/// invalid name, or one outside the scope, is refused with a message.
+pub fn place(named: Option<&str>) -> Result<String, String> {
+    let scope = current();
+    let project = named.unwrap_or(scope.home());
+    if !valid_project(project) {
+        return Err(format!(
+            "invalid project `{project}`: 1-64 of a-z, 0-9, - and _"
+        ));
+    }
+    if !scope.sees(project) {
+        return Err(format!(
+            "cannot create in project {project} from project {}",
+            scope.home()
+        ));
+    }
+    Ok(project.to_owned())
+}
+
 /// Whether `name` is a valid project name: 1–64 of `a-z 0-9 - _`, starting with a letter or
 /// digit.
 pub fn valid_project(name: &str) -> bool {
@@ -106,5 +125,13 @@ mod tests {
         assert!(!valid_project("-a"));
         assert!(!valid_project(""));
         assert!(!valid_project(&"a".repeat(65)));
+        within(Scope::project("fraud"), async {
+            assert_eq!(place(None).as_deref(), Ok("fraud"));
+            assert_eq!(place(Some("fraud")).as_deref(), Ok("fraud"));
+            assert!(place(Some("churn")).is_err());
+        })
+        .await;
+        assert_eq!(place(None).as_deref(), Ok(DEFAULT_PROJECT));
+        assert!(place(Some("Bad Name")).is_err());
     }
 }

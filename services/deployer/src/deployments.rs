@@ -230,22 +230,8 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
     }
     let version = spec.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     crate::rollouts::validate(&spec.strategy, &spec.slo)?;
-    let scope = flywheel_runtime::scope::current();
-    let project = spec
-        .project
-        .clone()
-        .unwrap_or_else(|| scope.home().to_owned());
-    if !flywheel_runtime::scope::valid_project(&project) {
-        return Err(DeployerError::Invalid(format!(
-            "invalid project `{project}`: 1-64 of a-z, 0-9, - and _"
-        )));
-    }
-    if !scope.sees(&project) {
-        return Err(DeployerError::Forbidden(format!(
-            "cannot deploy into project {project} from project {}",
-            scope.home()
-        )));
-    }
+    let project =
+        flywheel_runtime::scope::place(spec.project.as_deref()).map_err(DeployerError::Forbidden)?;
     let strategy =
         serde_json::to_string(&spec.strategy).map_err(|e| DeployerError::Invalid(e.to_string()))?;
     let slo =

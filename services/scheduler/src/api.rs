@@ -1,12 +1,14 @@
 //! The job API under `/api/v1`: submit, list, inspect and cancel jobs; runners; quotas; what
 //! training costs per project and model.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flywheel_events::payloads::TrainingRequested;
-use flywheel_runtime::ApiJson;
+use flywheel_runtime::{Access, AccessRule, ApiJson, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::{self, Attempt, Job};
@@ -26,6 +28,23 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(crate::triggers::router())
 }
 
+/// The scheduler's rule: a project's quota is read by its viewers and set by its admins; jobs,
+/// triggers and usage are confined to the caller's project by their handlers.
+pub(crate) fn rule() -> AccessRule {
+    Arc::new(|method: &Method, route: &str, path: &str| {
+        if route == "/api/v1/quotas/{project}" {
+            let project = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let role = if *method == Method::GET {
+                Role::Viewer
+            } else {
+                Role::Admin
+            };
+            return Access::NeedsIn(role, project);
+        }
+        flywheel_runtime::access::default_access(method, route, path)
+    })
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct SubmitQuery {
@@ -39,7 +58,8 @@ async fn submit(
     Query(query): Query<SubmitQuery>,
     ApiJson(request): ApiJson<TrainingRequested>,
 ) -> Result<(StatusCode, Json<Job>)> {
-    let project = query.project.unwrap_or_else(|| "default".into());
+    let project = flywheel_runtime::scope::place(query.project.as_deref())
+        .map_err(SchedulerError::Forbidden)?;
     let (job, created) = crate::intake::submit(&state, &project, request, None).await?;
     Ok((
         if created {
@@ -187,5 +207,8 @@ async fn usage(
             "by: expected `project` or `model`".into(),
         ));
     }
-    Ok(Json(crate::metrics::usage_by(&state, &by).await?))
+    let mut rows = crate::metrics::usage_by(&state, &by).await?;
+    let scope = flywheel_runtime::scope::current();
+    rows.retain(|row| scope.sees(&row.project));
+    Ok(Json(rows))
 }

@@ -15,6 +15,9 @@ pub enum SchedulerError {
     /// The job is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// Outside the caller's project.
+    #[error("{0}")]
+    Forbidden(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -29,6 +32,7 @@ impl IntoResponse for SchedulerError {
             SchedulerError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             SchedulerError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
             SchedulerError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m).into_response(),
+            SchedulerError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m).into_response(),
             SchedulerError::Db(e) => ApiError::internal(e).into_response(),
         }
     }

@@ -89,8 +89,13 @@ pub struct Attempt {
     pub gpu_seconds: f64,
 }
 
+/// Jobs of the projects in view (every project for the scheduler's own work).
 pub(crate) fn select() -> SelectStatement {
-    Query::select()
+    let mut select = Query::select();
+    if let Some(project) = flywheel_runtime::scope::current().only() {
+        select.and_where(Expr::col(Jobs::Project).eq(project));
+    }
+    select
         .columns([
             Jobs::JobId,
             Jobs::RequestId,

@@ -92,6 +92,6 @@ pub async fn run(
     });
     kit.spawn(runners::serve(state.clone(), kit.shutdown.clone()));
     kit.spawn(dispatch::run(state.clone(), kit.shutdown.clone()));
-    kit.mount(api::router().with_state(state));
+    kit.mount_scoped(api::router().with_state(state), api::rule());
     kit.run_until_shutdown().await
 }

@@ -128,8 +128,13 @@ fn from_row(row: &sea_orm::QueryResult) -> Result<Trigger> {
     })
 }
 
+/// Triggers of the projects in view (every project for the scheduler's own work).
 fn select() -> sea_orm::sea_query::SelectStatement {
-    Query::select()
+    let mut select = Query::select();
+    if let Some(project) = flywheel_runtime::scope::current().only() {
+        select.and_where(Expr::col(Triggers::Project).eq(project));
+    }
+    select
         .columns([
             Triggers::Name,
             Triggers::Project,
@@ -161,7 +166,28 @@ async fn get_trigger<C: ConnectionTrait>(db: &C, name: &str) -> Result<Trigger> 
 async fn put(state: &AppState, name: &str, spec: TriggerSpec) -> Result<Trigger> {
     flywheel_events::subjects::check_token(name)
         .map_err(|_| invalid(format!("invalid trigger name `{name}`")))?;
-    let project = spec.project.unwrap_or_else(|| "default".into());
+    let project = flywheel_runtime::scope::place(spec.project.as_deref())
+        .map_err(crate::SchedulerError::Forbidden)?;
+    // A name taken in a project out of view is not the caller's to replace.
+    let taken = state
+        .db
+        .query_one(
+            &Query::select()
+                .column(Triggers::Project)
+                .from(Triggers::Table)
+                .and_where(Expr::col(Triggers::Name).eq(name))
+                .to_owned(),
+        )
+        .await?
+        .map(|row| row.try_get::<String>("", "project"))
+        .transpose()?;
+    if let Some(owner) = taken
+        && !flywheel_runtime::scope::current().sees(&owner)
+    {
+        return Err(crate::SchedulerError::Conflict(format!(
+            "trigger name {name} is taken by another project"
+        )));
+    }
     let (kind, next_run_at) = match (&spec.cron, &spec.dataset) {
         (Some(expression), None) => {
             let schedule = schedule(expression)?;
@@ -385,14 +411,16 @@ async fn replace(
 }
 
 async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+    let mut delete = Query::delete()
+        .from_table(Triggers::Table)
+        .and_where(Expr::col(Triggers::Name).eq(name.as_str()))
+        .to_owned();
+    if let Some(project) = flywheel_runtime::scope::current().only() {
+        delete.and_where(Expr::col(Triggers::Project).eq(project));
+    }
     let deleted = state
         .db
-        .execute(
-            &Query::delete()
-                .from_table(Triggers::Table)
-                .and_where(Expr::col(Triggers::Name).eq(name.as_str()))
-                .to_owned(),
-        )
+        .execute(&delete)
         .await?
         .rows_affected();
     if deleted == 0 {
