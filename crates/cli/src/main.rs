@@ -75,10 +75,14 @@ struct Urls {
     /// `auth.enabled`).
     #[arg(long, env = "FLYWHEEL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// The project to work in, sent as `X-Flywheel-Project` (a token of one project works in
+    /// that one; an all-projects token sees every project unless this narrows it).
+    #[arg(long, env = "FLYWHEEL_PROJECT", global = true)]
+    project: Option<String>,
 }
 
 impl Urls {
-    /// The headers every request carries: the token, if one was given.
+    /// The headers every request carries: the token and the project, if given.
     fn credentials(&self) -> reqwest::header::HeaderMap {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &self.token
@@ -87,6 +91,11 @@ impl Urls {
         {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(project) = &self.project
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(project)
+        {
+            headers.insert(flywheel_runtime::scope::PROJECT_HEADER, value);
         }
         headers
     }
