@@ -166,7 +166,11 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         .flatten()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["eve"], "a project's admin lists its project's tokens only");
+    assert_eq!(
+        names,
+        ["eve"],
+        "a project's admin lists its project's tokens only"
+    );
     // The admin's listing holds no secret.
     let (status, listed) = call(
         Method::GET,
@@ -401,7 +405,11 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         Some(json!({"model": "fraud", "version": 1})),
     )
     .await?;
-    assert_eq!((status, body["project"].as_str()), (200, Some("fraud")), "{body}");
+    assert_eq!(
+        (status, body["project"].as_str()),
+        (200, Some("fraud")),
+        "{body}"
+    );
     let (status, listed) = call(
         Method::GET,
         &deployer.url("/api/v1/deployments"),
@@ -417,7 +425,10 @@ async fn tokens_roles_sessions_and_denials_across_services() -> anyhow::Result<(
         None,
     )
     .await?;
-    assert_eq!(status, 403, "default's viewer cannot see fraud's deployment");
+    assert_eq!(
+        status, 403,
+        "default's viewer cannot see fraud's deployment"
+    );
 
     // Revoked: refused by every service from then on.
     let (status, revoked) = call(

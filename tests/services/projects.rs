@@ -20,9 +20,7 @@ async fn push_answer(
     dataset: &str,
 ) -> anyhow::Result<(u16, Value)> {
     let response = reqwest::Client::new()
-        .post(registry.url(&format!(
-            "/api/v1/datasets/{dataset}/versions?format=csv"
-        )))
+        .post(registry.url(&format!("/api/v1/datasets/{dataset}/versions?format=csv")))
         .bearer_auth(token)
         .body("age,plan\n31,pro\n45,basic\n")
         .send()
@@ -202,10 +200,7 @@ async fn a_project_sees_nothing_of_another() -> anyhow::Result<()> {
         Some(json!({"experiment_ids": [experiment]})),
     )
     .await?;
-    assert!(
-        runs["runs"].as_array().is_none_or(Vec::is_empty),
-        "{runs}"
-    );
+    assert!(runs["runs"].as_array().is_none_or(Vec::is_empty), "{runs}");
     let (_, overview) = call(
         Method::GET,
         &registry.url("/api/v1/overview"),
@@ -214,7 +209,11 @@ async fn a_project_sees_nothing_of_another() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(
-        (&overview["models"], &overview["datasets"], &overview["model_versions"]),
+        (
+            &overview["models"],
+            &overview["datasets"],
+            &overview["model_versions"]
+        ),
         (&json!(1), &json!(0), &json!(0)),
         "{overview}"
     );
@@ -373,8 +372,11 @@ async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::R
     let prefix = flywheel_testkit::unique_name();
     let registry =
         InProcess::start(settings("registry", &prefix).await?, flywheel_registry::run).await?;
-    let scheduler =
-        InProcess::start(settings("scheduler", &prefix).await?, flywheel_scheduler::run).await?;
+    let scheduler = InProcess::start(
+        settings("scheduler", &prefix).await?,
+        flywheel_scheduler::run,
+    )
+    .await?;
     let alpha = token(
         &registry,
         json!({"name": "alice", "project": "alpha", "role": "operator"}),
@@ -395,7 +397,11 @@ async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::R
         Some(training_request("r-alpha", "a-model")),
     )
     .await?;
-    assert_eq!((status, job["project"].as_str()), (201, Some("alpha")), "{job}");
+    assert_eq!(
+        (status, job["project"].as_str()),
+        (201, Some("alpha")),
+        "{job}"
+    );
     let job_id = job["job_id"].as_str().context("job id")?.to_owned();
     let (status, body) = call(
         Method::POST,
@@ -413,7 +419,11 @@ async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::R
         Some(trigger.clone()),
     )
     .await?;
-    assert_eq!((status, body["project"].as_str()), (200, Some("alpha")), "{body}");
+    assert_eq!(
+        (status, body["project"].as_str()),
+        (200, Some("alpha")),
+        "{body}"
+    );
 
     // Beta (an admin, of beta) finds none of it and changes none of it.
     let (status, jobs) = call(Method::GET, &url("/api/v1/jobs"), Some(&beta), None).await?;
@@ -444,7 +454,13 @@ async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::R
     let quota = json!({"max_jobs": 2, "cpu": 4.0, "memory_mb": 8192, "gpu": 0});
     let (status, _) = call(Method::GET, &url("/api/v1/quotas/alpha"), Some(&beta), None).await?;
     assert_eq!(status, 403);
-    let (status, _) = call(Method::GET, &url("/api/v1/quotas/alpha"), Some(&alpha), None).await?;
+    let (status, _) = call(
+        Method::GET,
+        &url("/api/v1/quotas/alpha"),
+        Some(&alpha),
+        None,
+    )
+    .await?;
     assert_eq!(status, 200);
     let (status, _) = call(
         Method::PUT,
@@ -474,5 +490,201 @@ async fn scheduler_jobs_triggers_and_quotas_stay_in_their_project() -> anyhow::R
     assert_eq!((status, job["project"].as_str()), (200, Some("alpha")));
     let (_, jobs) = call(Method::GET, &url("/api/v1/jobs"), Some(BOOTSTRAP), None).await?;
     assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn monitor_reports_alerts_and_settings_follow_their_deployments_project() -> anyhow::Result<()>
+{
+    use flywheel_events::payloads::PredictionLogged;
+    use flywheel_events::{Envelope, Event};
+
+    let prefix = flywheel_testkit::unique_name();
+    let registry =
+        InProcess::start(settings("registry", &prefix).await?, flywheel_registry::run).await?;
+    let mut monitor_settings = settings("monitor", &prefix).await?;
+    monitor_settings
+        .service
+        .insert("window_size".into(), "20".into());
+    let monitor = InProcess::start(monitor_settings, flywheel_monitor::run).await?;
+    let alpha = token(
+        &registry,
+        json!({"name": "alice", "project": "alpha", "role": "operator"}),
+    )
+    .await?;
+    let beta = token(
+        &registry,
+        json!({"name": "bruno", "project": "beta", "role": "admin"}),
+    )
+    .await?;
+
+    // The deployer stamps each log with its deployment's project; one window each.
+    let bus =
+        flywheel_bus::Bus::connect(&flywheel_testkit::bus_config(&prefix), "deployer").await?;
+    for (deployment, project) in [("a-dep", "alpha"), ("b-dep", "beta")] {
+        for i in 0..20 {
+            let log = Event::PredictionLogged(PredictionLogged {
+                deployment: deployment.into(),
+                model: format!("{deployment}-model"),
+                version: 1,
+                request_id: format!("{deployment}-{i}"),
+                inputs: [("x".to_owned(), json!(f64::from(i)))]
+                    .into_iter()
+                    .collect(),
+                outputs: [("prediction".to_owned(), json!("0"))]
+                    .into_iter()
+                    .collect(),
+                latency_us: 100,
+                shadow: false,
+                error: None,
+            });
+            bus.publish(&Envelope::new("deployer", project, log))
+                .await?;
+        }
+    }
+    let reports_of = |who: String| {
+        let url = monitor.url("/api/v1/reports");
+        async move {
+            let (status, reports) = call(Method::GET, &url, Some(&who), None).await?;
+            anyhow::ensure!(status == 200, "reports: {status} {reports}");
+            let mut deployments: Vec<String> = reports
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["deployment"].as_str().map(str::to_owned))
+                .collect();
+            deployments.sort();
+            anyhow::Ok((deployments, reports))
+        }
+    };
+    flywheel_testkit::wait_for(
+        "a report per deployment",
+        Duration::from_secs(20),
+        async || Ok(reports_of(BOOTSTRAP.to_owned()).await?.0.len() >= 2),
+    )
+    .await?;
+    assert_eq!(reports_of(alpha.clone()).await?.0, ["a-dep"]);
+    let (beta_sees, _) = reports_of(beta.clone()).await?;
+    assert_eq!(beta_sees, ["b-dep"]);
+    let (_, alpha_reports) = reports_of(alpha.clone()).await?;
+    let alpha_report = alpha_reports[0]["report_id"]
+        .as_str()
+        .context("report id")?
+        .to_owned();
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url(&format!("/api/v1/reports/{alpha_report}")),
+        Some(&beta),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url(&format!("/api/v1/reports/{alpha_report}")),
+        Some(&alpha),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // Settings need the role in the deployment's project; webhooks an admin of every project.
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url("/api/v1/monitoring/a-dep"),
+        Some(&beta),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url("/api/v1/monitoring/a-dep"),
+        Some(&alpha),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url("/api/v1/webhooks"),
+        Some(&beta),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        status, 403,
+        "a project's admin does not see every project's webhooks"
+    );
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url("/api/v1/webhooks"),
+        Some(BOOTSTRAP),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // Retraining policies belong to the project that set them.
+    let policy =
+        json!({"trainer": {"kind": "builtin", "name": "logistic_regression", "params": {}}});
+    let (status, body) = call(
+        Method::PUT,
+        &monitor.url("/api/v1/policies/a-dep-model"),
+        Some(&alpha),
+        Some(policy.clone()),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        Method::GET,
+        &monitor.url("/api/v1/policies/a-dep-model"),
+        Some(&beta),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::PUT,
+        &monitor.url("/api/v1/policies/a-dep-model"),
+        Some(&beta),
+        Some(policy),
+    )
+    .await?;
+    assert_eq!(status, 409);
+
+    // The monitor's events are in the deployment's project: the registry's event log shows
+    // each project its own reports.
+    let mut projects = Vec::new();
+    flywheel_testkit::wait_for(
+        "both reports in the event log",
+        Duration::from_secs(10),
+        async || {
+            let (_, events) = call(
+                Method::GET,
+                &registry.url("/api/v1/events/recent?limit=1000"),
+                Some(BOOTSTRAP),
+                None,
+            )
+            .await?;
+            projects = events
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "monitor.report.created")
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        e["payload"]["deployment"].as_str().unwrap_or_default(),
+                        e["project"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            projects.sort();
+            Ok(projects.len() >= 2)
+        },
+    )
+    .await?;
+    assert_eq!(projects, ["a-dep:alpha", "b-dep:beta"]);
     Ok(())
 }

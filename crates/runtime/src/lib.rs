@@ -20,7 +20,7 @@ pub mod telemetry;
 
 pub use access::{Access, AccessRule};
 pub use error::{ServiceError, ServiceResult};
-pub use flywheel_auth::{Principal, Role};
+pub use flywheel_auth::{ALL_PROJECTS, Principal, Role};
 pub use flywheel_db::NoMigrations;
 pub use http::{ApiError, ApiJson, ErrorCode};
 pub use kit::{ServiceKit, Storage};

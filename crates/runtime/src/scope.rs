@@ -73,7 +73,9 @@ pub async fn within<F: Future>(scope: Scope, work: F) -> F::Output {
 
 /// The scope of the running work: every project when none was set (background work, tests).
 pub fn current() -> Scope {
-    SCOPE.try_with(Clone::clone).unwrap_or_else(|_| Scope::all())
+    SCOPE
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| Scope::all())
 }
 
 /// The project a new resource goes to: the one the request names, else the scope's home; an

@@ -41,6 +41,14 @@ impl Exposure {
         }
     }
 
+    /// The project of `deployment` (`default` for one this replica does not know).
+    pub(crate) fn project(&self, deployment: &str) -> String {
+        self.get(deployment).map_or_else(
+            || flywheel_runtime::scope::DEFAULT_PROJECT.to_owned(),
+            |exposed| exposed.project,
+        )
+    }
+
     fn get(&self, deployment: &str) -> Option<Exposed> {
         self.0.read().ok()?.get(deployment).cloned()
     }

@@ -190,11 +190,7 @@ pub(crate) async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<Deployment>> 
     if let Some(project) = flywheel_runtime::scope::current().only() {
         select.and_where(Expr::col(Deployments::Project).eq(project));
     }
-    db.query_all(&select)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    db.query_all(&select).await?.iter().map(from_row).collect()
 }
 
 /// Deployments of `model`, optionally only those following `alias`.
@@ -230,8 +226,8 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
     }
     let version = spec.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     crate::rollouts::validate(&spec.strategy, &spec.slo)?;
-    let project =
-        flywheel_runtime::scope::place(spec.project.as_deref()).map_err(DeployerError::Forbidden)?;
+    let project = flywheel_runtime::scope::place(spec.project.as_deref())
+        .map_err(DeployerError::Forbidden)?;
     let strategy =
         serde_json::to_string(&spec.strategy).map_err(|e| DeployerError::Invalid(e.to_string()))?;
     let slo =

@@ -204,7 +204,12 @@ pub(crate) fn log_failure(state: &AppState, loaded: &Loaded, latency: Duration, 
 }
 
 fn queue(state: &AppState, event: Event) {
-    let mut envelope = Envelope::new(crate::SERVICE, "default", event);
+    // Logs are in their deployment's project, so the monitor's reports and alerts are too.
+    let project = match &event {
+        Event::PredictionLogged(log) => state.exposure.project(&log.deployment),
+        _ => flywheel_runtime::scope::DEFAULT_PROJECT.to_owned(),
+    };
+    let mut envelope = Envelope::new(crate::SERVICE, project, event);
     let mut stored = None;
     if state.logs.mode == LogMode::Acked {
         if let Event::PredictionLogged(log) = &envelope.event {

@@ -10,25 +10,38 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::comparison::{DriftReport, DriftRequest};
+use crate::projects::{self, DeploymentProjects};
 use crate::reports::RetrainingPolicy;
 use crate::schema::{Alerts, Policies, Reports};
 use crate::settings::MonitoringSettings;
 use crate::{AppState, MonitorError, Result};
 
 /// Who may call what: comparing datasets (`POST /api/v1/drift`) only reads, so a viewer may;
-/// webhooks send data out of the platform, so only an admin sets them; the rest follows the
-/// default rule.
-pub(crate) fn access_rule() -> flywheel_runtime::AccessRule {
-    std::sync::Arc::new(|method: &axum::http::Method, route: &str, path: &str| {
-        use flywheel_runtime::{Access, Role};
-        match route {
-            "/api/v1/drift" => Access::Needs(Role::Viewer),
-            "/api/v1/webhooks/{name}" if method != axum::http::Method::GET => {
-                Access::Needs(Role::Admin)
+/// webhooks (which get every project's alerts) and alert rules (which apply to every
+/// deployment) belong to admins of all projects; a deployment's monitoring settings need the
+/// role in its project; the rest follows the default rule, confined to the caller's project.
+pub(crate) fn access_rule(projects: DeploymentProjects) -> flywheel_runtime::AccessRule {
+    std::sync::Arc::new(
+        move |method: &axum::http::Method, route: &str, path: &str| {
+            use flywheel_runtime::{Access, Role};
+            let everywhere = flywheel_runtime::ALL_PROJECTS.to_owned();
+            match route {
+                "/api/v1/drift" => Access::Needs(Role::Viewer),
+                "/api/v1/webhooks" | "/api/v1/webhooks/{name}" => {
+                    Access::NeedsIn(Role::Admin, everywhere)
+                }
+                "/api/v1/rules/{name}" => Access::NeedsIn(Role::Admin, everywhere),
+                "/api/v1/monitoring/{deployment}" => {
+                    let deployment = path.rsplit('/').next().unwrap_or_default();
+                    match flywheel_runtime::access::default_access(method, route, path) {
+                        Access::Needs(role) => Access::NeedsIn(role, projects.of(deployment)),
+                        other => other,
+                    }
+                }
+                _ => flywheel_runtime::access::default_access(method, route, path),
             }
-            _ => flywheel_runtime::access::default_access(method, route, path),
-        }
-    })
+        },
+    )
 }
 
 /// The routes.
@@ -80,6 +93,7 @@ async fn reports(
         .from(Reports::Table)
         .order_by(Reports::WindowStart, Order::Desc)
         .limit(Ord::min(filter.limit, 1000));
+    projects::confine(&mut query, Reports::Deployment);
     if let Some(deployment) = &filter.deployment {
         query.and_where(Expr::col(Reports::Deployment).eq(deployment.as_str()));
     }
@@ -102,6 +116,7 @@ async fn report(State(state): State<AppState>, Path(id): Path<String>) -> Result
                 .column(Reports::Body)
                 .from(Reports::Table)
                 .and_where(Expr::col(Reports::ReportId).eq(id.as_str()))
+                .apply(|select| projects::confine(select, Reports::Deployment))
                 .to_owned(),
         )
         .await?
@@ -124,6 +139,7 @@ async fn alerts(
         .from(Alerts::Table)
         .order_by(Alerts::RaisedAt, Order::Desc)
         .limit(Ord::min(filter.limit, 1000));
+    projects::confine(&mut query, Alerts::Deployment);
     if let Some(deployment) = &filter.deployment {
         query.and_where(Expr::col(Alerts::Deployment).eq(deployment.as_str()));
     }
@@ -178,15 +194,35 @@ async fn put_policy(
         ));
     }
     let body = serde_json::to_string(&policy).map_err(|e| MonitorError::Invalid(e.to_string()))?;
+    let project = flywheel_runtime::scope::place(None).map_err(MonitorError::Invalid)?;
+    let owner = state
+        .db
+        .query_one(
+            &Query::select()
+                .column(Policies::Project)
+                .from(Policies::Table)
+                .and_where(Expr::col(Policies::Model).eq(model.as_str()))
+                .to_owned(),
+        )
+        .await?
+        .map(|row| row.try_get::<String>("", "project"))
+        .transpose()?;
+    if let Some(owner) = owner
+        && !flywheel_runtime::scope::current().sees(&owner)
+    {
+        return Err(MonitorError::Conflict(format!(
+            "the retraining policy of {model} belongs to another project"
+        )));
+    }
     let mut upsert = Query::insert();
     upsert
         .into_table(Policies::Table)
-        .columns([Policies::Model, Policies::Body])
-        .values([model.clone().into(), body.into()])
+        .columns([Policies::Model, Policies::Body, Policies::Project])
+        .values([model.clone().into(), body.into(), project.into()])
         .map_err(|e| MonitorError::Invalid(e.to_string()))?
         .on_conflict(
             OnConflict::column(Policies::Model)
-                .update_column(Policies::Body)
+                .update_columns([Policies::Body, Policies::Project])
                 .to_owned(),
         );
     state.db.execute(&upsert).await?;
@@ -205,6 +241,11 @@ async fn get_policy(
                 .column(Policies::Body)
                 .from(Policies::Table)
                 .and_where(Expr::col(Policies::Model).eq(model.as_str()))
+                .apply(|select| {
+                    if let Some(project) = flywheel_runtime::scope::current().only() {
+                        select.and_where(Expr::col(Policies::Project).eq(project));
+                    }
+                })
                 .to_owned(),
         )
         .await?

@@ -36,6 +36,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
                 Datasets::Format,
                 Datasets::Sha256,
                 Datasets::ProfileUri,
+                Datasets::Project,
             ]);
             if let Err(err) = insert.values([
                 e.dataset.clone().into(),
@@ -44,6 +45,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
                 e.format.clone().into(),
                 e.sha256.clone().into(),
                 e.profile_uri.clone().into(),
+                delivery.envelope.project.clone().into(),
             ]) {
                 return Outcome::poison(err.to_string());
             }
@@ -124,6 +126,12 @@ pub(crate) async fn dataset(state: &AppState, name: &str, version: &str) -> Resu
                 .from(Datasets::Table)
                 .and_where(Expr::col(Datasets::Dataset).eq(name))
                 .and_where(Expr::col(Datasets::Version).eq(version))
+                .apply(|select| {
+                    // A request of one project compares only that project's datasets.
+                    if let Some(project) = flywheel_runtime::scope::current().only() {
+                        select.and_where(Expr::col(Datasets::Project).eq(project));
+                    }
+                })
                 .to_owned(),
         )
         .await?;

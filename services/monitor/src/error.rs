@@ -12,6 +12,9 @@ pub enum MonitorError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Taken by another project.
+    #[error("{0}")]
+    Conflict(String),
     /// Stored bytes could not be read.
     #[error("artifacts: {0}")]
     Artifacts(String),
@@ -31,6 +34,7 @@ impl IntoResponse for MonitorError {
         match self {
             MonitorError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             MonitorError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
+            MonitorError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m).into_response(),
             MonitorError::Artifacts(m) | MonitorError::Delivery(m) => {
                 ApiError::internal(m).into_response()
             }

@@ -44,6 +44,11 @@ pub(crate) async fn production_rows(
         .header("content-type", "text/csv")
         .header("x-flywheel-actor", "monitor")
         .headers(state.export.credentials.clone())
+        // The exported rows are the deployment's project's data.
+        .header(
+            flywheel_runtime::scope::PROJECT_HEADER,
+            state.projects.of(&span.deployment),
+        )
         .body(csv)
         .send()
         .await

@@ -15,6 +15,7 @@ mod export;
 mod joins;
 mod migrations;
 mod performance;
+mod projects;
 mod reader;
 pub mod reports;
 pub mod rules;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where webhooks may point (`service.webhook_allowed_hosts`).
     pub(crate) webhook_hosts: Arc<webhooks::AllowedHosts>,
+    /// Each deployment's project.
+    pub(crate) projects: projects::DeploymentProjects,
 }
 
 /// How a drift retraining exports labelled production rows as a dataset version (`[service]`
@@ -114,7 +117,11 @@ pub async fn run(
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
+    let projects = projects::DeploymentProjects::load(kit.database()?)
+        .await
+        .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?;
     let state = AppState {
+        projects,
         db: kit.database()?.clone(),
         bus: kit.bus.clone(),
         artifacts: kit.artifacts.clone(),
@@ -136,6 +143,7 @@ pub async fn run(
         webhooks::handle(s.clone(), http.clone(), delivery)
     });
     kit.spawn(reader::run(state.clone(), config, kit.shutdown.clone()));
-    kit.mount_with_access(api::router().with_state(state), api::access_rule());
+    let rule = api::access_rule(state.projects.clone());
+    kit.mount_scoped(api::router().with_state(state), rule);
     kit.run_until_shutdown().await
 }

@@ -21,6 +21,7 @@ flywheel_db::migrator!(
         CreateBaselines,
         CreateRules,
         CreateSettingsAndJoins,
+        crate::projects::CreateDeploymentProjects,
     ]
 );
 

@@ -615,7 +615,7 @@ async fn read(
                 let decoded = flywheel_events::decode_with_header(&message.payload, content_type.as_deref())
                     .map_err(|e| e.to_string())
                     .and_then(|envelope| match envelope.event {
-                        Event::PredictionLogged(_) | Event::FeedbackReceived(_) => Ok(envelope.event),
+                        Event::PredictionLogged(_) | Event::FeedbackReceived(_) => Ok((envelope.event, envelope.project)),
                         other => Err(format!("expected prediction.logged or feedback.received, got {}", other.event_type())),
                     });
                 if seq <= reader.sequence {
@@ -623,8 +623,8 @@ async fn read(
                     match decoded {
                         // It may be in the join store: labelling a row that is not there
                         // changes nothing.
-                        Ok(Event::PredictionLogged(p)) => reader.remember(p, seq, config.pending_max, true),
-                        Ok(Event::FeedbackReceived(f)) => {
+                        Ok((Event::PredictionLogged(p), _)) => reader.remember(p, seq, config.pending_max, true),
+                        Ok((Event::FeedbackReceived(f), _)) => {
                             reader.pending.remove(f.request_id.as_str());
                         }
                         _ => {}
@@ -632,13 +632,18 @@ async fn read(
                     continue;
                 }
                 match decoded {
-                    Ok(Event::PredictionLogged(prediction)) => {
+                    Ok((Event::PredictionLogged(prediction), project)) => {
+                        // A database write only the first time a deployment is seen; a failure
+                        // leaves it `default` until its next log.
+                        if let Err(e) = state.projects.learn(&state.db, &prediction.deployment, &project).await {
+                            tracing::warn!(error = %e, deployment = %prediction.deployment, "deployment's project not recorded");
+                        }
                         count(state, references, &mut reader, &prediction, seq).await;
                         let kept = reader.joins.keep(&prediction, config.join_store, now_millis());
                         reader.remember(prediction, seq, config.pending_max, kept);
                         metrics::counter!("flywheel_monitor_predictions_total").increment(1);
                     }
-                    Ok(Event::FeedbackReceived(feedback)) => join(&mut reader, &feedback, seq),
+                    Ok((Event::FeedbackReceived(feedback), _)) => join(&mut reader, &feedback, seq),
                     Ok(_) => {}
                     Err(reason) => {
                         metrics::counter!("flywheel_monitor_predictions_rejected_total").increment(1);

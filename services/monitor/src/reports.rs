@@ -61,8 +61,14 @@ fn one() -> u32 {
     1
 }
 
-async fn enqueue(txn: &DatabaseTransaction, state: &AppState, event: Event) -> Result<()> {
-    let envelope = Envelope::new(crate::SERVICE, "default", event);
+/// Announces `event` about `deployment`, in the deployment's project.
+async fn enqueue(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    deployment: &str,
+    event: Event,
+) -> Result<()> {
+    let envelope = Envelope::new(crate::SERVICE, state.projects.of(deployment), event);
     flywheel_runtime::outbox::enqueue(txn, crate::SERVICE, &state.bus, &envelope).await?;
     Ok(())
 }
@@ -212,6 +218,7 @@ pub(crate) async fn close(
     enqueue(
         txn,
         state,
+        &window.span.deployment,
         Event::MonitorReportCreated(MonitorReportCreated {
             drift_share: evaluation.drift_share,
             dataset_drift: evaluation.dataset_drift,
@@ -470,6 +477,7 @@ pub(crate) async fn resolve(
     enqueue(
         txn,
         state,
+        deployment,
         Event::MonitorAlertResolved(MonitorAlertResolved {
             alert_id,
             rule: rule.into(),
@@ -515,6 +523,7 @@ pub(crate) async fn raise(
     enqueue(
         txn,
         state,
+        deployment,
         Event::MonitorAlertRaised(MonitorAlertRaised {
             alert_id: alert_id.clone(),
             rule: rule.into(),
@@ -688,6 +697,7 @@ async fn retrain(
     enqueue(
         txn,
         state,
+        &window.span.deployment,
         Event::TrainingRequested(TrainingRequested {
             request_id,
             model: model.to_owned(),
@@ -757,6 +767,7 @@ pub(crate) async fn close_performance(
     enqueue(
         txn,
         state,
+        &window.span.deployment,
         Event::MonitorReportCreated(report_created(
             &window.span,
             &report_id,

@@ -14,6 +14,8 @@ pub(crate) enum Datasets {
     Format,
     Sha256,
     ProfileUri,
+    /// The dataset's project (its event's).
+    Project,
 }
 
 /// Model versions and their training data (from `model.version.registered`).
@@ -81,6 +83,8 @@ pub(crate) enum Policies {
     Table,
     Model,
     Body,
+    /// The project that set it.
+    Project,
 }
 
 /// Retrainings the monitor asked for.

@@ -85,9 +85,11 @@ async fn check_owner<C: ConnectionTrait>(db: &C, name: &str) -> Result<()> {
         )
         .await?;
     match row {
-        Some(row) if !crate::projects::sees(&row.try_get::<String>("", "project")?) => Err(
-            RegistryError::AlreadyExists(format!("dataset name {name} is taken by another project")),
-        ),
+        Some(row) if !crate::projects::sees(&row.try_get::<String>("", "project")?) => {
+            Err(RegistryError::AlreadyExists(format!(
+                "dataset name {name} is taken by another project"
+            )))
+        }
         _ => Ok(()),
     }
 }

@@ -243,7 +243,10 @@ async fn apply(state: &AppState, delivery: &Delivery) -> Result<()> {
 }
 
 /// The project of a deployment the registry has heard of.
-async fn deployment_project<C: ConnectionTrait>(db: &C, deployment: &str) -> Result<Option<String>> {
+async fn deployment_project<C: ConnectionTrait>(
+    db: &C,
+    deployment: &str,
+) -> Result<Option<String>> {
     let row = db
         .query_one(
             &Query::select()

@@ -418,11 +418,7 @@ async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Resu
     if let Some(project) = flywheel_runtime::scope::current().only() {
         delete.and_where(Expr::col(Triggers::Project).eq(project));
     }
-    let deleted = state
-        .db
-        .execute(&delete)
-        .await?
-        .rows_affected();
+    let deleted = state.db.execute(&delete).await?.rows_affected();
     if deleted == 0 {
         return Err(SchedulerError::NotFound(format!(
             "trigger {name} not found"

@@ -179,7 +179,13 @@ pub(crate) async fn counts(state: &AppState) -> Result<Overview> {
             None,
         )
         .await?,
-        models: count(db, Models::Table, |s| projects::confine(s, Models::Project), None).await?,
+        models: count(
+            db,
+            Models::Table,
+            |s| projects::confine(s, Models::Project),
+            None,
+        )
+        .await?,
         model_versions: count(
             db,
             Versions::Table,
@@ -237,29 +243,31 @@ fn relay(
     subscriber.filter_map(move |message| {
         let scope = scope.clone();
         async move {
-        let content_type = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Content-Type"))
-            .map(|v| v.as_str().to_owned());
-        let envelope =
-            flywheel_events::decode_with_header(&message.payload, content_type.as_deref()).ok()?;
-        if !security
-            && matches!(
-                envelope.event,
-                flywheel_events::Event::SecurityAccessDenied(_)
-            )
-        {
-            return None;
-        }
-        if !scope.sees(&envelope.project) {
-            return None;
-        }
-        let body = flywheel_events::encode(&envelope, flywheel_events::ContentType::Json).ok()?;
-        let body = String::from_utf8(body).ok()?;
-        Some(Ok(SseEvent::default()
-            .event(envelope.event.event_type())
-            .data(body)))
+            let content_type = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Content-Type"))
+                .map(|v| v.as_str().to_owned());
+            let envelope =
+                flywheel_events::decode_with_header(&message.payload, content_type.as_deref())
+                    .ok()?;
+            if !security
+                && matches!(
+                    envelope.event,
+                    flywheel_events::Event::SecurityAccessDenied(_)
+                )
+            {
+                return None;
+            }
+            if !scope.sees(&envelope.project) {
+                return None;
+            }
+            let body =
+                flywheel_events::encode(&envelope, flywheel_events::ContentType::Json).ok()?;
+            let body = String::from_utf8(body).ok()?;
+            Some(Ok(SseEvent::default()
+                .event(envelope.event.event_type())
+                .data(body)))
         }
     })
 }

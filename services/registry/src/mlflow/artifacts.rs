@@ -24,7 +24,11 @@ async fn check_visible(state: &AppState, path: &str) -> Result<(), MlflowError> 
     if flywheel_runtime::scope::current().only().is_none() {
         return Ok(());
     }
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
     let not_found = || crate::RegistryError::NotFound(format!("artifact {path} not found"));
     let id: i64 = first.parse().map_err(|_| not_found())?;
     crate::tracking::experiments::get(&state.db, id)

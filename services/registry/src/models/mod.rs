@@ -455,7 +455,9 @@ fn version_select() -> sea_orm::sea_query::SelectStatement {
             (Versions::Table, Versions::Lineage),
         ])
         .from(Versions::Table)
-        .apply(|select| crate::projects::confine_to_models(select, (Versions::Table, Versions::Name)))
+        .apply(|select| {
+            crate::projects::confine_to_models(select, (Versions::Table, Versions::Name))
+        })
         .to_owned()
 }
 
@@ -844,7 +846,9 @@ async fn project_of(txn: &DatabaseTransaction, event: &Event) -> Result<String> 
             .and_where(Expr::col(Models::Name).eq(model.as_str()))
             .to_owned()
     } else if let Event::DatasetVersionCreated(DatasetVersionCreated { dataset, .. })
-    | Event::DatasetValidationCompleted(DatasetValidationCompleted { dataset, .. }) = event
+    | Event::DatasetValidationCompleted(DatasetValidationCompleted {
+        dataset, ..
+    }) = event
     {
         Query::select()
             .column(Datasets::Project)
