@@ -101,12 +101,42 @@ async fn each_nats_user_publishes_only_its_own_subjects() -> anyhow::Result<()> 
         .state
         .messages;
     assert_eq!(events, 3, "only the permitted publishes were stored");
+    // A service's user manages its installation's streams, but deletes and purges nothing.
+    let registry_user = async_nats::ConnectOptions::new()
+        .user_and_password("registry".into(), password("registry"))
+        .connect(server.url())
+        .await?;
+    let mut jetstream = async_nats::jetstream::new(registry_user);
+    jetstream.set_timeout(Duration::from_secs(2));
+    let events_stream = bus.subjects().stream(StreamKind::Events);
+    assert!(jetstream.get_stream(&events_stream).await.is_ok());
+    assert!(
+        jetstream.delete_stream(&events_stream).await.is_err(),
+        "a service deleted the EVENTS stream"
+    );
+    let purged = match jetstream.get_stream(&events_stream).await {
+        Ok(stream) => stream.purge().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!purged, "a service purged the EVENTS stream");
+    let other = jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ANOTHER_INSTALLATION_EVENTS".into(),
+            subjects: vec!["another.events.>".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(other.is_err(), "a service created another installation's stream");
 
-    // Every service starts and turns ready with its own user.
+    // Every service starts and turns ready with its own user, authentication on (tokens are read
+    // from the TOKENS stream with an ordered consumer and direct gets).
+    const ADMIN: &str = "bootstrap-admin-token-for-the-nats-permissions-test";
     let mut started = Vec::new();
     for service in ["registry", "scheduler", "monitor", "deployer"] {
         let mut settings = ServiceSettings::defaults_for(service, 0);
         settings.bus = bus_as(service);
+        settings.auth.enabled = true;
+        settings.auth.bootstrap_admin_token = Some(ADMIN.into());
         settings.db = flywheel_testkit::fresh_postgres().await?;
         settings.artifacts = flywheel_testkit::s3_config(&prefix)?;
         let running = match service {
@@ -117,6 +147,43 @@ async fn each_nats_user_publishes_only_its_own_subjects() -> anyhow::Result<()> 
         };
         started.push(running);
     }
+    // Work flows under these permissions: a dataset pushed at the registry reaches its event
+    // log through a durable consumer; a token made at the registry opens the deployer.
+    let (registry, deployer) = (&started[0], &started[3]);
+    let http = reqwest::Client::new();
+    let pushed = http
+        .post(registry.url("/api/v1/datasets/customers/versions?format=csv"))
+        .bearer_auth(ADMIN)
+        .body("age,plan\n31,pro\n")
+        .send()
+        .await?;
+    assert_eq!(pushed.status(), 201, "{}", pushed.text().await?);
+    flywheel_testkit::wait_for("the push in the event log", Duration::from_secs(15), async || {
+        let events: serde_json::Value = http
+            .get(registry.url("/api/v1/events/recent"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(events.to_string().contains("dataset.version.created"))
+    })
+    .await?;
+    let issued: serde_json::Value = http
+        .post(registry.url("/api/v1/tokens"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "vera", "project": "default", "role": "viewer"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let viewer = issued["token"].as_str().unwrap_or_default().to_owned();
+    let listed = http
+        .get(deployer.url("/api/v1/deployments"))
+        .bearer_auth(&viewer)
+        .send()
+        .await?;
+    assert_eq!(listed.status(), 200, "the deployer read the new token");
     for running in started {
         running.stop().await?;
     }

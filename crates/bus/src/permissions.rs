@@ -23,16 +23,50 @@ pub struct NatsUser {
     pub password: String,
 }
 
-/// What every service needs: the JetStream API (stream and consumer management, fetching),
-/// acknowledging messages, the DLQ, reporting refused requests, and answering requests.
+/// What every service needs: the JetStream API for its installation's streams only (create,
+/// update and read them, create and read consumers, fetch, get messages — never delete or purge
+/// a stream, delete a message or a consumer), acknowledging messages, the DLQ, reporting refused
+/// requests, and answering requests.
 fn common(p: &str) -> Vec<String> {
-    vec![
-        "$JS.API.>".into(),
+    let mut allowed = vec!["$JS.API.INFO".to_owned()];
+    let streams = crate::Subjects::new(p)
+        .map(|subjects| {
+            crate::StreamKind::ALL
+                .iter()
+                .map(|kind| subjects.stream(*kind))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for stream in streams {
+        for api in [
+            "STREAM.CREATE",
+            "STREAM.UPDATE",
+            "STREAM.INFO",
+            "STREAM.MSG.GET",
+            "DIRECT.GET",
+            "CONSUMER.CREATE",
+            "CONSUMER.NAMES",
+            "CONSUMER.LIST",
+        ] {
+            allowed.push(format!("$JS.API.{api}.{stream}"));
+        }
+        for api in [
+            "DIRECT.GET",
+            "CONSUMER.CREATE",
+            "CONSUMER.DURABLE.CREATE",
+            "CONSUMER.INFO",
+            "CONSUMER.MSG.NEXT",
+        ] {
+            allowed.push(format!("$JS.API.{api}.{stream}.>"));
+        }
+    }
+    allowed.extend([
         "$JS.ACK.>".into(),
         "_INBOX.>".into(),
         format!("{p}.dlq.>"),
         format!("{p}.events.security.access.denied"),
-    ]
+    ]);
+    allowed
 }
 
 /// The subjects `service` may publish to, beyond [`common`]; `None` for an unknown name.
@@ -133,6 +167,10 @@ mod tests {
         assert!(!monitor.iter().any(|s| s.starts_with("fw.events.model")));
         let external = publishes("external", "fw").unwrap_or_default();
         assert!(!external.iter().any(|s| s.starts_with("$JS.API")));
+        // The JetStream API of this installation's streams, and no deleting.
+        assert!(monitor.contains(&"$JS.API.CONSUMER.MSG.NEXT.FW_PREDICTIONS.>".to_owned()));
+        assert!(!monitor.iter().any(|s| s.contains("DELETE") || s.contains("PURGE")));
+        assert!(!monitor.iter().any(|s| s.starts_with("$JS.API.>")));
         assert!(publishes("intruder", "fw").is_none());
         let config = nats_config(
             "fw",
