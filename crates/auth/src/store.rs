@@ -3,8 +3,8 @@
 //! trip; a token the copy does not know yet is read from the stream directly.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -21,8 +21,17 @@ use crate::{AuthConfig, AuthError, Principal, Role};
 pub struct TokenStore {
     bus: Bus,
     known: Arc<RwLock<HashMap<String, TokenRecord>>>,
+    /// Ids just looked up and not found, and when: a flood of made-up tokens costs a map
+    /// lookup each, not a stream read. A token created meanwhile arrives through the follower,
+    /// which clears its id here.
+    unknown: Arc<Mutex<HashMap<String, Instant>>>,
     bootstrap_sha256: Option<String>,
 }
+
+/// How long an id stays known-unknown.
+const UNKNOWN_FOR: Duration = Duration::from_secs(2);
+/// At most this many remembered unknown ids (then the memory starts over).
+const UNKNOWN_MAX: usize = 10_000;
 
 impl TokenStore {
     /// Opens the store and keeps its copy current until `shutdown`.
@@ -30,6 +39,7 @@ impl TokenStore {
         let store = Self {
             bus,
             known: Arc::default(),
+            unknown: Arc::default(),
             bootstrap_sha256: config.bootstrap_admin_token.as_deref().map(token::digest),
         };
         let follower = store.clone();
@@ -50,13 +60,17 @@ impl TokenStore {
             });
         }
         let (id, secret) = token::parse(bearer)?;
-        let cached = self.cached(id);
-        let record = match cached {
+        let unknown = || AuthError::Unauthenticated("unknown token".into());
+        let record = match self.cached(id) {
             Some(record) => record,
-            None => self
-                .read(id)
-                .await?
-                .ok_or_else(|| AuthError::Unauthenticated("unknown token".into()))?,
+            None if self.recently_unknown(id) => return Err(unknown()),
+            None => match self.read(id).await? {
+                Some(record) => record,
+                None => {
+                    self.mark_unknown(id);
+                    return Err(unknown());
+                }
+            },
         };
         record.check(secret, Utc::now())
     }
@@ -118,7 +132,27 @@ impl TokenStore {
         self.known.read().ok()?.get(id).cloned()
     }
 
+    fn recently_unknown(&self, id: &str) -> bool {
+        self.unknown
+            .lock()
+            .ok()
+            .and_then(|unknown| unknown.get(id).map(|at| at.elapsed() < UNKNOWN_FOR))
+            .unwrap_or(false)
+    }
+
+    fn mark_unknown(&self, id: &str) {
+        if let Ok(mut unknown) = self.unknown.lock() {
+            if unknown.len() >= UNKNOWN_MAX {
+                unknown.clear();
+            }
+            unknown.insert(id.to_owned(), Instant::now());
+        }
+    }
+
     fn remember(&self, record: TokenRecord) {
+        if let Ok(mut unknown) = self.unknown.lock() {
+            unknown.remove(&record.id);
+        }
         if let Ok(mut known) = self.known.write() {
             known.insert(record.id.clone(), record);
         }
@@ -228,4 +262,52 @@ impl TokenStore {
 
 fn store_error(e: impl std::fmt::Display) -> AuthError {
     AuthError::Store(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_id_just_found_unknown_works_as_soon_as_its_token_arrives() -> anyhow::Result<()> {
+        let prefix = flywheel_testkit::unique_name();
+        let bus = Bus::connect(&flywheel_testkit::bus_config(&prefix), "test").await?;
+        bus.provision().await?;
+        let shutdown = CancellationToken::new();
+        let here = TokenStore::open(bus.clone(), &AuthConfig::default(), shutdown.clone());
+        let there = TokenStore::open(bus.clone(), &AuthConfig::default(), shutdown.clone());
+        let issued = token::issue(
+            &NewToken {
+                name: "vera".into(),
+                project: "default".into(),
+                role: Role::Viewer,
+                expires_at: None,
+            },
+            "root",
+        )?;
+        // Asked before it exists: unknown, and remembered as such.
+        assert!(matches!(
+            here.authenticate(&issued.token).await,
+            Err(AuthError::Unauthenticated(_))
+        ));
+        assert!(here.recently_unknown(&issued.record.id));
+        // Stored by another service: this one's follower brings it well before the memory of
+        // its absence would have run out.
+        there.write(&issued.record).await?;
+        let started = Instant::now();
+        let principal = loop {
+            match here.authenticate(&issued.token).await {
+                Ok(principal) => break principal,
+                Err(_) if started.elapsed() < UNKNOWN_FOR / 2 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => anyhow::bail!("still refused after {:?}: {e}", started.elapsed()),
+            }
+        };
+        assert_eq!(principal.name, "vera");
+        assert!(!here.recently_unknown(&issued.record.id));
+        shutdown.cancel();
+        flywheel_testkit::cleanup_bus(&bus).await;
+        Ok(())
+    }
 }
