@@ -51,6 +51,8 @@ pub(crate) struct Infra {
     pub(crate) s3_endpoint: Option<String>,
     /// A private PostgreSQL server (URL without a database).
     pub(crate) postgres_url: Option<String>,
+    /// Authentication on, with this bootstrap admin token (also the services' own token).
+    pub(crate) admin_token: Option<String>,
 }
 
 /// One service process and how to start it again.
@@ -70,6 +72,8 @@ pub(crate) struct Cluster {
     pub(crate) bus_config: BusConfig,
     /// Logs and the runner's work directory.
     pub(crate) dir: tempfile::TempDir,
+    /// The token the CLI sends, if any.
+    pub(crate) cli_token: Option<String>,
 }
 
 impl Cluster {
@@ -117,6 +121,16 @@ impl Cluster {
                 ("FLYWHEEL__ARTIFACTS__URL".into(), artifacts.url.clone()),
                 ("FLYWHEEL__TELEMETRY__LOG_LEVEL".into(), "info".into()),
             ];
+            if let Some(token) = &infra.admin_token {
+                env.extend([
+                    ("FLYWHEEL__AUTH__ENABLED".into(), "true".into()),
+                    (
+                        "FLYWHEEL__AUTH__BOOTSTRAP_ADMIN_TOKEN".into(),
+                        token.clone(),
+                    ),
+                    ("FLYWHEEL__AUTH__SERVICE_TOKEN".into(), token.clone()),
+                ]);
+            }
             for kind in ["EVENTS", "PREDICTIONS", "DLQ", "JOBS"] {
                 env.push((format!("FLYWHEEL__BUS__{kind}_MAX_AGE_SECS"), "3600".into()));
             }
@@ -177,6 +191,7 @@ impl Cluster {
             bus,
             bus_config,
             dir,
+            cli_token: None,
         };
         for service in SERVICES {
             cluster.spawn(service)?;
@@ -278,6 +293,9 @@ impl Cluster {
         command
             .env("FLYWHEEL__BUS__URL", &self.bus_config.url)
             .env("FLYWHEEL__BUS__PREFIX", &self.bus_config.prefix);
+        if let Some(token) = &self.cli_token {
+            command.env("FLYWHEEL_TOKEN", token);
+        }
         Ok(command)
     }
 }

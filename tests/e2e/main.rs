@@ -23,13 +23,34 @@ use cluster::Cluster;
 /// system) pushes a dataset, trains, gates, registers, promotes, deploys as a canary, sends
 /// traffic with delayed ground truth as JSON on NATS, shifts it; the monitor raises drift,
 /// the runner retrains on production rows, version 2 rolls out. Timings are printed.
+///
+/// With authentication on, as an admin of project `churn-team` only: everything the loop makes
+/// lands in that project, and `default` stays empty.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_loop_closes_across_five_processes() -> anyhow::Result<()> {
-    let cluster = Cluster::start(&[
-        ("monitor", "window_size", "400"),
-        ("monitor", "window_seconds", "30"),
-    ])
+    const ADMIN: &str = "e2e-bootstrap-admin-token-0123456789abcdef";
+    let mut cluster = Cluster::start_on(
+        &cluster::Infra {
+            admin_token: Some(ADMIN.into()),
+            ..cluster::Infra::default()
+        },
+        &[
+            ("monitor", "window_size", "400"),
+            ("monitor", "window_seconds", "30"),
+        ],
+    )
     .await?;
+    let http = cluster::http();
+    let issued: serde_json::Value = http
+        .post(format!("{}/api/v1/tokens", cluster.url("registry")))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "churn-lead", "project": "churn-team", "role": "admin"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    cluster.cli_token = Some(issued["token"].as_str().context("token")?.to_owned());
     let started = Instant::now();
     let mut demo = cluster
         .cli()?
@@ -111,5 +132,38 @@ async fn the_loop_closes_across_five_processes() -> anyhow::Result<()> {
         events.len()
     );
     assert!(to_serving > 0.0 && to_retraining > 0.0);
+
+    // All of it is the project's: its events, and nothing in `default`.
+    let domain: Vec<&flywheel_events::Envelope> = events
+        .iter()
+        .filter(|e| !matches!(e.event, Event::SecurityAccessDenied(_)))
+        .collect();
+    let elsewhere: Vec<String> = domain
+        .iter()
+        .filter(|e| e.project != "churn-team")
+        .map(|e| format!("{} in {}", e.event.event_type(), e.project))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "events outside the project: {elsewhere:?}"
+    );
+    let models: serde_json::Value = http
+        .get(format!(
+            "{}/api/2.0/mlflow/registered-models/search",
+            cluster.url("registry")
+        ))
+        .bearer_auth(ADMIN)
+        .header("X-Flywheel-Project", "default")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert!(
+        models["registered_models"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "models in default: {models}"
+    );
     cluster.stop().await
 }

@@ -126,7 +126,10 @@ async fn each_nats_user_publishes_only_its_own_subjects() -> anyhow::Result<()> 
             ..Default::default()
         })
         .await;
-    assert!(other.is_err(), "a service created another installation's stream");
+    assert!(
+        other.is_err(),
+        "a service created another installation's stream"
+    );
 
     // Every service starts and turns ready with its own user, authentication on (tokens are read
     // from the TOKENS stream with an ordered consumer and direct gets).
@@ -158,16 +161,20 @@ async fn each_nats_user_publishes_only_its_own_subjects() -> anyhow::Result<()> 
         .send()
         .await?;
     assert_eq!(pushed.status(), 201, "{}", pushed.text().await?);
-    flywheel_testkit::wait_for("the push in the event log", Duration::from_secs(15), async || {
-        let events: serde_json::Value = http
-            .get(registry.url("/api/v1/events/recent"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(events.to_string().contains("dataset.version.created"))
-    })
+    flywheel_testkit::wait_for(
+        "the push in the event log",
+        Duration::from_secs(15),
+        async || {
+            let events: serde_json::Value = http
+                .get(registry.url("/api/v1/events/recent"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(events.to_string().contains("dataset.version.created"))
+        },
+    )
     .await?;
     let issued: serde_json::Value = http
         .post(registry.url("/api/v1/tokens"))

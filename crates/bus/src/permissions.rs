@@ -169,7 +169,11 @@ mod tests {
         assert!(!external.iter().any(|s| s.starts_with("$JS.API")));
         // The JetStream API of this installation's streams, and no deleting.
         assert!(monitor.contains(&"$JS.API.CONSUMER.MSG.NEXT.FW_PREDICTIONS.>".to_owned()));
-        assert!(!monitor.iter().any(|s| s.contains("DELETE") || s.contains("PURGE")));
+        assert!(
+            !monitor
+                .iter()
+                .any(|s| s.contains("DELETE") || s.contains("PURGE"))
+        );
         assert!(!monitor.iter().any(|s| s.starts_with("$JS.API.>")));
         assert!(publishes("intruder", "fw").is_none());
         let config = nats_config(

@@ -133,6 +133,7 @@ fn say(message: &str) {
 pub(crate) async fn run(running: &Running, shutdown: CancellationToken) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(running.credentials.clone())
         .build()?;
     let (registry, scheduler, monitor, deployer) = (
         running.url("registry"),

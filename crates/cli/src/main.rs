@@ -292,6 +292,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                     prefix,
                     ..flywheel_bus::BusConfig::default()
                 },
+                credentials: urls.credentials(),
             };
             let shutdown = flywheel_runtime::shutdown::on_signals();
             demo::run(&running, shutdown)

@@ -44,6 +44,8 @@ pub(crate) struct Running {
     pub(crate) urls: Vec<(&'static str, String)>,
     /// The NATS URL and subject prefix they share.
     pub(crate) bus: flywheel_bus::BusConfig,
+    /// What the demo sends with every request (a token when authentication is on).
+    pub(crate) credentials: reqwest::header::HeaderMap,
 }
 
 impl Running {
@@ -171,7 +173,22 @@ pub(crate) async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Re
             (*name, format!("http://127.0.0.1:{port}"))
         })
         .collect();
+    // With authentication on, the services call each other, and the demo plays, as the
+    // bootstrap admin unless they were given tokens of their own.
+    let auth = all[0].1.auth.clone();
+    if auth.enabled
+        && let Some(admin) = &auth.bootstrap_admin_token
+    {
+        for (_, settings) in &mut all {
+            settings
+                .auth
+                .service_token
+                .get_or_insert_with(|| admin.clone());
+        }
+    }
+    let credentials = flywheel_runtime::access::service_headers(&all[0].1.auth);
     let running = Running {
+        credentials,
         urls: urls.clone(),
         bus: bus.clone(),
     };
