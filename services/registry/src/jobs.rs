@@ -32,7 +32,7 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
     let envelope = delivery.envelope.clone();
     let outcome = models::caused_by(
         envelope.clone(),
-        apply(&state, &envelope, delivery.stream_sequence),
+        Box::pin(apply(&state, &envelope, delivery.stream_sequence)),
     )
     .await;
     match outcome {
