@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Flywheel's one test command: makes sure NATS (JetStream) and PostgreSQL run, starts an S3
-# server on loopback, then runs the format check, clippy -D warnings, the compose check and the
+# server on loopback, then runs the format check, clippy -D warnings, the compose and Kubernetes manifest checks and the
 # whole test suite against those real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +49,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "docker compose file check"
 python3 scripts/check_compose.py
+say "Kubernetes manifests (deploy/kubernetes): the Kubernetes schemas, offline, and Flywheel's rules"
+python3 scripts/check_kubernetes.py
 say "event contract check (proto/)"
 python3 scripts/check_proto.py
 say "NATS users and permissions (deploy/nats/nats.conf): generated, and nats-server accepts it"
