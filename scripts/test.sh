@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flywheel's one test command: makes sure NATS (JetStream) and PostgreSQL run, starts an S3
-# server on loopback, then runs the format check, clippy -D warnings, the compose and Kubernetes manifest checks and the
-# whole test suite against those real servers.
+# server on loopback, then runs the format check, clippy -D warnings, the compose and
+# Kubernetes manifest checks and the whole test suite against those real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
