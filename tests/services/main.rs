@@ -2,6 +2,7 @@
 //! `/readyz` and `/metrics`, provisions the streams, and stops cleanly when told to.
 
 mod access;
+mod nats_cluster;
 mod nats_permissions;
 mod projects;
 

@@ -44,6 +44,20 @@ impl Bus {
     /// until `connect_timeout` passes.
     pub async fn connect(config: &BusConfig, source: &str) -> Result<Self> {
         let subjects = Subjects::new(config.prefix.clone())?;
+        let unreachable = |reason: String| BusError::Connect {
+            url: config.url.clone(),
+            reason,
+        };
+        // A cluster is given as its servers' URLs, comma-separated; the client fails over
+        // between them.
+        let servers = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| unreachable(format!("bus.url: {e}")))?;
         let mut options = async_nats::ConnectOptions::new();
         if let (Some(user), Some(password)) = (&config.user, &config.password) {
             options = options.user_and_password(user.clone(), password.0.clone());
@@ -64,11 +78,7 @@ impl Bus {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
-            .connect(config.url.as_str());
-        let unreachable = |reason: String| BusError::Connect {
-            url: config.url.clone(),
-            reason,
-        };
+            .connect(servers);
         let wait = Duration::from_secs(config.connect_timeout_secs.max(1));
         // With retry_on_initial_connect the client comes back at once and connects in the
         // background: wait until it really is connected, so callers see one clear failure.

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use flywheel_artifacts::{ArtifactStore, ArtifactsConfig, S3Config};
 use flywheel_bus::{Bus, BusConfig};
 use flywheel_db::DbConfig;
-pub use nats::{NatsServer, binary as nats_server_binary};
+pub use nats::{NatsCluster, NatsServer, binary as nats_server_binary};
 pub use postgres::PostgresServer;
 use sea_orm::{ConnectionTrait, Database};
 

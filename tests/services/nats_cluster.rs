@@ -1,0 +1,178 @@
+//! Two replicas of the registry, the scheduler and the trainer-runner on a three-node
+//! JetStream cluster with R3 streams: one node is SIGKILLed while training requests flow, and
+//! every request still becomes exactly one job, one registered version and one audited
+//! registration.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flywheel_runtime::ServiceSettings;
+use flywheel_testkit::NatsCluster;
+use flywheel_testkit::service::InProcess;
+use serde_json::{Value, json};
+
+const REQUESTS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Result<()> {
+    let mut nats = NatsCluster::start(3).await?;
+    let prefix = flywheel_testkit::unique_name();
+    let mut bus = flywheel_testkit::bus_config(&prefix);
+    bus.url = nats.urls();
+    bus.replicas = 3;
+    let artifacts = flywheel_testkit::s3_config(&prefix)?;
+    let work = tempfile::tempdir()?;
+    // One database per service, shared by its replicas.
+    let mut databases = BTreeMap::new();
+    for service in ["registry", "scheduler", "trainer-runner"] {
+        databases.insert(service, flywheel_testkit::fresh_postgres().await?);
+    }
+    let settings = |service: &str| {
+        let mut settings = ServiceSettings::defaults_for(service, 0);
+        settings.bus = bus.clone();
+        settings.db = databases[service].clone();
+        settings.artifacts = artifacts.clone();
+        settings
+    };
+    let mut registries = Vec::new();
+    for _ in 0..2 {
+        registries.push(InProcess::start(settings("registry"), flywheel_registry::run).await?);
+    }
+    let mut schedulers = Vec::new();
+    for _ in 0..2 {
+        schedulers.push(InProcess::start(settings("scheduler"), flywheel_scheduler::run).await?);
+    }
+    let mut runners = Vec::new();
+    for (i, registry) in registries.iter().enumerate() {
+        let mut runner = settings("trainer-runner");
+        runner
+            .service
+            .insert("registry_url".into(), registry.base.clone());
+        runner.service.insert(
+            "work_dir".into(),
+            work.path().join(format!("r{i}")).display().to_string(),
+        );
+        runner.service.insert("heartbeat_ms".into(), "300".into());
+        runners.push(InProcess::start(runner, flywheel_trainer_runner::run).await?);
+    }
+
+    // The streams are replicated on all three nodes.
+    let probe = flywheel_bus::Bus::connect(&bus, "probe").await?;
+    let mut events = probe
+        .jetstream()
+        .get_stream(probe.subjects().stream(flywheel_bus::StreamKind::Events))
+        .await?;
+    assert_eq!(events.info().await?.config.num_replicas, 3);
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let csv = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/train/tests/reference/binary_train.csv"
+    ))?;
+    let pushed: Value = http
+        .post(registries[0].url("/api/v1/datasets/cluster-data/versions?format=csv"))
+        .body(csv)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let version = pushed["version"].as_str().context("version")?.to_owned();
+    let request = |id: &str| {
+        json!({
+            "request_id": id, "model": "clustered", "reason": "manual",
+            "dataset": {"name": "cluster-data", "version": version},
+            "trainer": {"kind": "builtin", "name": "logistic_regression", "params": {"target": "label"}},
+            "resources": {"cpu": 1.0, "memory_mb": 128},
+        })
+    };
+
+    // Requests alternate between the scheduler replicas; a node dies half-way (submissions
+    // that fail while the cluster re-elects are retried, as any client would).
+    let started = Instant::now();
+    for i in 0..REQUESTS {
+        if i == REQUESTS / 2 {
+            nats.nodes[0].kill().await?;
+            eprintln!("killed NATS node n0 after {i} requests");
+        }
+        let id = format!("cluster-{i:03}");
+        let scheduler = &schedulers[i % 2];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = http
+                .post(scheduler.url("/api/v1/jobs"))
+                .json(&request(&id))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => break,
+                other if attempt < 30 => {
+                    eprintln!("{id}: attempt {attempt}: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => anyhow::bail!("{id} not accepted: {other:?}"),
+            }
+        }
+    }
+
+    // Every request: one job, succeeded; one version; one audited registration.
+    let mut jobs: Vec<Value> = Vec::new();
+    flywheel_testkit::wait_for(
+        "every job to succeed",
+        Duration::from_secs(240),
+        async || {
+            jobs = http
+                .get(schedulers[1].url("/api/v1/jobs?limit=1000"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(jobs.len() >= REQUESTS && jobs.iter().all(|j| j["status"] == "succeeded"))
+        },
+    )
+    .await
+    .with_context(|| format!("jobs: {jobs:?}"))?;
+    assert_eq!(jobs.len(), REQUESTS, "one job per request");
+    let mut versions: Vec<Value> = Vec::new();
+    flywheel_testkit::wait_for("every version registered", Duration::from_secs(60), async || {
+        let found: Value = http
+            .get(registries[1].url(
+                "/api/2.0/mlflow/model-versions/search?filter=name%3D%27clustered%27&max_results=1000",
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        versions = found["model_versions"].as_array().cloned().unwrap_or_default();
+        Ok(versions.len() >= REQUESTS)
+    })
+    .await?;
+    assert_eq!(versions.len(), REQUESTS, "one version per request");
+    let audit: Vec<Value> = http
+        .get(registries[0].url("/api/v1/models/clustered/audit"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let registrations = audit
+        .iter()
+        .filter(|e| e["action"] == "version.registered")
+        .count();
+    assert_eq!(
+        registrations, REQUESTS,
+        "one audited registration per version"
+    );
+    println!(
+        "nats cluster: {REQUESTS} requests through 2 replicas each of registry, scheduler and \
+         runner on 3 R3 nodes, n0 killed half-way: {REQUESTS} jobs, {REQUESTS} versions, settled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for service in registries.into_iter().chain(schedulers).chain(runners) {
+        service.stop().await?;
+    }
+    Ok(())
+}
