@@ -217,7 +217,15 @@ pub async fn run_consumer<H: Handler>(
                 Some(Err(e)) => {
                     consecutive_errors += 1;
                     tracing::warn!(durable = %spec.durable, error = %e, "pull stream error; continuing");
-                    if consecutive_errors >= 20 {
+                    // A missed heartbeat means the pull went nowhere (on a cluster: the consumer's
+                    // leader died with its server): pull afresh at once instead of waiting for
+                    // more errors, each a heartbeat interval long.
+                    let stalled = matches!(
+                        e.kind(),
+                        async_nats::jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
+                            | async_nats::jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
+                    );
+                    if stalled || consecutive_errors >= 20 {
                         break;
                     }
                 }
