@@ -161,7 +161,10 @@ impl NatsCluster {
         let mut ready = false;
         for _ in 0..60 {
             if jetstream.create_stream(probe.clone()).await.is_ok() {
-                ready = jetstream.delete_stream("FLYWHEEL_CLUSTER_PROBE").await.is_ok();
+                ready = jetstream
+                    .delete_stream("FLYWHEEL_CLUSTER_PROBE")
+                    .await
+                    .is_ok();
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
