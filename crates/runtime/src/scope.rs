@@ -78,6 +78,18 @@ pub fn current() -> Scope {
         .unwrap_or_else(|_| Scope::all())
 }
 
+/// Keeps rows whose `column` (a project column) is visible to the running work; no condition
+/// when every project is.
+pub fn confine(
+    select: &mut sea_orm::sea_query::SelectStatement,
+    column: impl sea_orm::sea_query::IntoColumnRef,
+) {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    if let Some(project) = current().only() {
+        select.and_where(Expr::col(column).eq(project));
+    }
+}
+
 /// The project a new resource goes to: the one the request names, else the scope's home; an
 /// invalid name, or one outside the scope, is refused with a message.
 pub fn place(named: Option<&str>) -> Result<String, String> {

@@ -187,9 +187,7 @@ pub(crate) async fn get<C: ConnectionTrait>(db: &C, name: &str) -> Result<Deploy
 /// Every deployment of the projects in view, by name.
 pub(crate) async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<Deployment>> {
     let mut select = select().order_by(Deployments::Name, Order::Asc).to_owned();
-    if let Some(project) = flywheel_runtime::scope::current().only() {
-        select.and_where(Expr::col(Deployments::Project).eq(project));
-    }
+    flywheel_runtime::scope::confine(&mut select, Deployments::Project);
     db.query_all(&select).await?.iter().map(from_row).collect()
 }
 

@@ -241,11 +241,7 @@ async fn get_policy(
                 .column(Policies::Body)
                 .from(Policies::Table)
                 .and_where(Expr::col(Policies::Model).eq(model.as_str()))
-                .apply(|select| {
-                    if let Some(project) = flywheel_runtime::scope::current().only() {
-                        select.and_where(Expr::col(Policies::Project).eq(project));
-                    }
-                })
+                .apply(|select| flywheel_runtime::scope::confine(select, Policies::Project))
                 .to_owned(),
         )
         .await?

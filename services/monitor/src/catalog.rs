@@ -126,12 +126,8 @@ pub(crate) async fn dataset(state: &AppState, name: &str, version: &str) -> Resu
                 .from(Datasets::Table)
                 .and_where(Expr::col(Datasets::Dataset).eq(name))
                 .and_where(Expr::col(Datasets::Version).eq(version))
-                .apply(|select| {
-                    // A request of one project compares only that project's datasets.
-                    if let Some(project) = flywheel_runtime::scope::current().only() {
-                        select.and_where(Expr::col(Datasets::Project).eq(project));
-                    }
-                })
+                // A request of one project compares only that project's datasets.
+                .apply(|select| flywheel_runtime::scope::confine(select, Datasets::Project))
                 .to_owned(),
         )
         .await?;

@@ -63,7 +63,11 @@ impl DeploymentProjects {
         deployment: &str,
         project: &str,
     ) -> Result<()> {
-        if self.known(deployment).as_deref() == Some(project) {
+        let already = self
+            .0
+            .read()
+            .is_ok_and(|known| known.get(deployment).is_some_and(|p| p == project));
+        if already {
             return Ok(());
         }
         db.execute(

@@ -19,9 +19,7 @@ pub(crate) fn sees(project: &str) -> bool {
 
 /// Keeps rows whose `column` (a project column) is visible.
 pub(crate) fn confine(select: &mut SelectStatement, column: impl IntoColumnRef) {
-    if let Some(project) = flywheel_runtime::scope::current().only() {
-        select.and_where(Expr::col(column).eq(project));
-    }
+    flywheel_runtime::scope::confine(select, column);
 }
 
 /// Keeps rows whose `column` names a model of a visible project.

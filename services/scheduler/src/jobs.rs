@@ -92,9 +92,7 @@ pub struct Attempt {
 /// Jobs of the projects in view (every project for the scheduler's own work).
 pub(crate) fn select() -> SelectStatement {
     let mut select = Query::select();
-    if let Some(project) = flywheel_runtime::scope::current().only() {
-        select.and_where(Expr::col(Jobs::Project).eq(project));
-    }
+    flywheel_runtime::scope::confine(&mut select, Jobs::Project);
     select
         .columns([
             Jobs::JobId,

@@ -131,9 +131,7 @@ fn from_row(row: &sea_orm::QueryResult) -> Result<Trigger> {
 /// Triggers of the projects in view (every project for the scheduler's own work).
 fn select() -> sea_orm::sea_query::SelectStatement {
     let mut select = Query::select();
-    if let Some(project) = flywheel_runtime::scope::current().only() {
-        select.and_where(Expr::col(Triggers::Project).eq(project));
-    }
+    flywheel_runtime::scope::confine(&mut select, Triggers::Project);
     select
         .columns([
             Triggers::Name,
