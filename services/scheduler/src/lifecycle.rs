@@ -273,6 +273,8 @@ pub(crate) async fn reap(state: &AppState) -> Result<usize> {
         )
         .await?;
     let live = crate::runners::live_runner_ids(state).await?;
+    let runner_timeout = i64::try_from(state.config.runner_timeout.as_millis()).unwrap_or(i64::MAX);
+    let judging_liveness = now - state.started_at >= runner_timeout;
     let mut ended = 0;
     for row in running {
         let job = jobs::from_row(&row)?;
@@ -282,7 +284,7 @@ pub(crate) async fn reap(state: &AppState) -> Result<usize> {
         let started = job.started_at.unwrap_or(now);
         let (ending, kind) = if now - started > job.timeout_seconds.saturating_mul(1000) {
             (Ending::TimedOut, "timed_out")
-        } else if job.runner.as_ref().is_none_or(|r| !live.contains(r)) {
+        } else if judging_liveness && job.runner.as_ref().is_none_or(|r| !live.contains(r)) {
             let error = format!(
                 "runner {} stopped sending heartbeats",
                 job.runner.as_deref().unwrap_or("?")
