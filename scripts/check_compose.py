@@ -41,8 +41,9 @@ def compose_command():
     return [str(binary)]
 
 
-def compose_config(compose, path):
-    return subprocess.run(compose + ["-f", str(path), "config", "--format", "json"],
+def compose_config(compose, path, *profiles):
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run(compose + ["-f", str(path), *flags, "config", "--format", "json"],
                           capture_output=True, text=True, cwd=ROOT)
 
 
@@ -67,7 +68,7 @@ def main():
     config = json.loads(result.stdout)
     services = config["services"]
     errors = []
-    for name in ("nats", "postgres", "minio", "minio-init", *SERVICES):
+    for name in ("nats", "nats-2", "nats-3", "postgres", "minio", "minio-init", *SERVICES):
         if name not in services:
             errors.append(f"service `{name}` is missing")
     for name, service in services.items():
@@ -75,10 +76,16 @@ def main():
         if image.endswith(":latest") or (":" not in image and "build" not in service):
             errors.append(f"{name}: image `{image}` is not pinned")
     nats = services.get("nats", {})
-    if "-js" not in nats.get("command", []):
-        errors.append("nats: JetStream (-js) is not enabled")
-    if "/etc/nats/nats.conf" not in nats.get("command", []):
-        errors.append("nats: must run with deploy/nats/nats.conf (per-service users)")
+    nodes = ("nats", "nats-2", "nats-3")
+    for node in nodes:
+        command = services.get(node, {}).get("command", [])
+        if "-js" not in command:
+            errors.append(f"{node}: JetStream (-js) is not enabled")
+        if "/etc/nats/nats.conf" not in command:
+            errors.append(f"{node}: must run with deploy/nats/nats.conf (per-service users)")
+        routes = command[command.index("--routes") + 1].split(",") if "--routes" in command else []
+        if sorted(routes) != sorted(f"nats://{n}:6222" for n in nodes) or "--cluster_name" not in command:
+            errors.append(f"{node}: must route to all three cluster nodes, got {routes}")
     conf = (ROOT / "deploy" / "nats" / "nats.conf").read_text()
     for name, port in SERVICES.items():
         service = services.get(name, {})
@@ -98,25 +105,45 @@ def main():
         test = service.get("healthcheck", {}).get("test", [])
         if test != ["CMD", f"flywheel-{name}", "healthcheck"]:
             errors.append(f"{name}: healthcheck should run its own binary, got {test}")
+        if env.get("FLYWHEEL__BUS__URL") != ",".join(f"nats://{n}:4222" for n in nodes) or env.get("FLYWHEEL__BUS__REPLICAS") != "3":
+            errors.append(f"{name}: must connect to all three NATS nodes with streams on three (R3)")
         deps = service.get("depends_on", {})
-        for dep in ("nats", "postgres"):
+        for dep in ("nats", "nats-2", "nats-3", "postgres"):
             if deps.get(dep, {}).get("condition") != "service_healthy":
                 errors.append(f"{name}: must wait for {dep} to be healthy")
         if deps.get("minio-init", {}).get("condition") != "service_completed_successfully":
             errors.append(f"{name}: must wait for the bucket to exist")
-    for dep in ("nats", "postgres", "minio"):
+    for dep in (*nodes, "postgres", "minio"):
         if "healthcheck" not in services.get(dep, {}):
             errors.append(f"{dep}: no healthcheck, so depends_on cannot wait for it")
-    for volume in ("nats-data", "postgres-data", "minio-data"):
+    for volume in ("nats-data", "nats-2-data", "nats-3-data", "postgres-data", "minio-data"):
         if volume not in config.get("volumes", {}):
             errors.append(f"volume `{volume}` is missing: data would not survive a restart")
     dockerfile = (ROOT / "Dockerfile").read_text()
     for name in SERVICES:
         if f"--bin flywheel-{name}" not in dockerfile:
             errors.append(f"Dockerfile does not build flywheel-{name}")
+    # `--profile cluster`: a second replica of every service, the same but for host ports.
+    result = compose_config(compose, COMPOSE_FILE, "cluster")
+    if result.returncode != 0:
+        sys.exit(f"docker-compose.yml is invalid with --profile cluster:\n{result.stderr}")
+    cluster = json.loads(result.stdout)["services"]
+    for name in SERVICES:
+        first, second = cluster.get(name, {}), cluster.get(f"{name}-2")
+        if second is None:
+            errors.append(f"--profile cluster: service `{name}-2` is missing")
+            continue
+        for key in ("command", "environment", "depends_on", "healthcheck", "image"):
+            if first.get(key) != second.get(key):
+                errors.append(f"{name}-2: its {key} differs from {name}'s")
+        if second.get("ports"):
+            errors.append(f"{name}-2: must not publish host ports (they belong to {name})")
+    for name in SERVICES:
+        if f"{name}-2" in services:
+            errors.append(f"{name}-2 runs without --profile cluster")
     if errors:
         sys.exit("docker-compose.yml breaks Flywheel's rules:\n  " + "\n  ".join(errors))
-    print(f"docker-compose.yml is valid: {len(services)} services")
+    print(f"docker-compose.yml is valid: {len(services)} services, {len(cluster)} with --profile cluster")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 mod config;
 mod error;
 pub mod inbox;
+pub mod leases;
 mod migrate;
 
 pub use config::DbConfig;

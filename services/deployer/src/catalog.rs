@@ -113,8 +113,13 @@ async fn apply(state: &AppState, event: &Event) -> Result<()> {
         if deployment.rolled_back_version.is_some() && deployment.alias == moved_alias {
             crate::deployments::set_rolled_back(state, &deployment.name, None).await?;
         }
+        crate::deployments::forget_failure(state, &deployment.name);
+        // The rollout leader decides (another replica's leader does within a second).
+        if !state.leadership.is_leader() {
+            continue;
+        }
         match crate::deployments::activate(state, &deployment.name).await {
-            Ok(()) | Err(DeployerError::Load(_)) => {}
+            Ok(()) | Err(DeployerError::Load(_) | DeployerError::NotLeader) => {}
             Err(e) => return Err(e),
         }
     }

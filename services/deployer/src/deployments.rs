@@ -230,6 +230,7 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
         serde_json::to_string(&spec.strategy).map_err(|e| DeployerError::Invalid(e.to_string()))?;
     let slo =
         serde_json::to_string(&spec.slo).map_err(|e| DeployerError::Invalid(e.to_string()))?;
+    let previous_model = get(&state.db, name).await.ok().map(|d| d.model);
     state
         .db
         .execute(
@@ -282,8 +283,25 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
                 .to_owned(),
         )
         .await?;
-    // Another model: stop serving the old one now. The same model keeps serving while the
-    // new settings take effect.
+    // Another model: every replica stops serving the old one now (its versions are not this
+    // model's). The same model keeps serving while the new settings take effect.
+    if previous_model.is_some_and(|m| m != spec.model) {
+        state
+            .db
+            .execute(
+                &Query::update()
+                    .table(Deployments::Table)
+                    .value(Deployments::ServingVersion, Option::<i32>::None)
+                    .value(Deployments::CandidateVersion, Option::<i32>::None)
+                    .value(
+                        Deployments::RouteGeneration,
+                        Expr::col(Deployments::RouteGeneration).add(1i64),
+                    )
+                    .and_where(Expr::col(Deployments::Name).eq(name))
+                    .to_owned(),
+            )
+            .await?;
+    }
     if state
         .serving
         .get(name)
@@ -293,7 +311,12 @@ pub(crate) async fn put(state: &AppState, name: &str, spec: DeploymentSpec) -> R
         state.serving.remove(name);
     }
     state.exposure.set(name, &project, spec.public_inference);
-    activate(state, name).await?;
+    forget_failure(state, name);
+    // The rollout leader decides; on another replica the leader takes the new deployment up
+    // within a second.
+    if state.leadership.is_leader() {
+        activate(state, name).await?;
+    }
     get(&state.db, name).await
 }
 
@@ -314,6 +337,16 @@ pub(crate) async fn delete(state: &AppState, name: &str) -> Result<()> {
             "deployment {name} not found"
         )));
     }
+    state
+        .db
+        .execute(
+            &Query::delete()
+                .from_table(crate::schema::RolloutStats::Table)
+                .and_where(Expr::col(crate::schema::RolloutStats::Deployment).eq(name))
+                .to_owned(),
+        )
+        .await?;
+    crate::rollouts::cancel(state, name);
     state.serving.remove(name);
     state.exposure.remove(name);
     Ok(())
@@ -367,6 +400,7 @@ async fn set_state(
     project: &str,
 ) -> Result<()> {
     let txn = state.db.begin().await?;
+    state.leadership.fence(&txn).await?;
     txn.execute(
         &Query::update()
             .table(Deployments::Table)
@@ -416,21 +450,6 @@ pub(crate) async fn set_rolled_back(
     Ok(())
 }
 
-/// Records that `version` serves now (what a restart falls back to).
-pub(crate) async fn served(state: &AppState, name: &str, version: i32) -> Result<()> {
-    state
-        .db
-        .execute(
-            &Query::update()
-                .table(Deployments::Table)
-                .value(Deployments::ServingVersion, version)
-                .and_where(Expr::col(Deployments::Name).eq(name))
-                .to_owned(),
-        )
-        .await?;
-    Ok(())
-}
-
 /// Announces a deployment event and sets status and detail, in one transaction.
 pub(crate) async fn announce(
     state: &AppState,
@@ -455,7 +474,17 @@ pub(crate) async fn announce(
 /// directly, later ones by the deployment's rollout strategy. After a restart the last version
 /// that served is loaded first, so a failing new version never leaves the deployment empty.
 pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
+    // One decision at a time: the decision loop, events and the API may all ask at once.
+    let _deciding = state.activation.lock().await;
     let deployment = get(&state.db, name).await?;
+    if state
+        .serving
+        .get(name)
+        .is_some_and(|loaded| loaded.model_name != deployment.model)
+    {
+        crate::rollouts::cancel(state, name);
+        state.serving.remove(name);
+    }
     let version = match (&deployment.alias, deployment.version) {
         (Some(alias), _) => alias_version(&state.db, &deployment.model, alias).await?,
         (None, pinned) => pinned,
@@ -466,6 +495,9 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
             deployment.model,
             deployment.alias.as_deref().unwrap_or_default()
         );
+        if deployment.status == "waiting" && deployment.detail == detail {
+            return Ok(());
+        }
         return set_state(
             state,
             name,
@@ -512,11 +544,20 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
             return Ok(());
         }
     }
+    if failed_lately(state, name, version) {
+        return Ok(());
+    }
     let Some(package) = package_of(&state.db, &deployment.model, version).await? else {
         let detail = format!(
             "waiting for version {version} of {} to be registered",
             deployment.model
         );
+        if deployment.status == "waiting"
+            && deployment.detail == detail
+            && deployment.version == Some(version)
+        {
+            return Ok(());
+        }
         return set_state(
             state,
             name,
@@ -540,6 +581,9 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!(deployment = name, error = %e, "cannot load; the deployment keeps what it served");
+            if let Ok(mut failures) = state.load_failures.lock() {
+                failures.insert(name.to_owned(), (version, crate::now_millis()));
+            }
             let event = Event::DeploymentFailed(DeploymentFailed {
                 deployment: name.to_owned(),
                 rollout_id: None,
@@ -577,7 +621,7 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
         (RolloutStrategy::Direct, _) | (_, None) => {
             crate::rollouts::cancel(state, name);
             state.serving.put(loaded);
-            served(state, name, version).await?;
+            crate::routes::promote(state, name, version).await?;
             tracing::info!(deployment = name, model = %deployment.model, version, "serving");
             let event = Event::DeploymentRolledOut(DeploymentRolledOut {
                 deployment: name.to_owned(),
@@ -591,5 +635,25 @@ pub(crate) async fn activate(state: &AppState, name: &str) -> Result<()> {
             crate::rollouts::start(state, deployment, previous.version, loaded);
             Ok(())
         }
+    }
+}
+
+/// How long a version that failed to load is left alone before the decision loop tries it
+/// again (an event about its model or a new deployment spec tries at once).
+const LOAD_RETRY_MS: i64 = 30_000;
+
+/// Whether `version` of the deployment failed to load within the last [`LOAD_RETRY_MS`].
+fn failed_lately(state: &AppState, name: &str, version: i32) -> bool {
+    state.load_failures.lock().is_ok_and(|failures| {
+        failures.get(name).is_some_and(|(failed, at)| {
+            *failed == version && crate::now_millis() - at < LOAD_RETRY_MS
+        })
+    })
+}
+
+/// Lets the next activation try a version that failed to load again.
+pub(crate) fn forget_failure(state: &AppState, name: &str) {
+    if let Ok(mut failures) = state.load_failures.lock() {
+        failures.remove(name);
     }
 }

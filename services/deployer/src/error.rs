@@ -30,6 +30,9 @@ pub enum DeployerError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// Only the rollout leader decides; this replica no longer leads.
+    #[error("this replica does not lead rollouts")]
+    NotLeader,
 }
 
 /// Result with [`DeployerError`].
@@ -46,7 +49,9 @@ impl DeployerError {
             DeployerError::NotFound(_) => StatusCode::NOT_FOUND,
             DeployerError::Invalid(_) => StatusCode::BAD_REQUEST,
             DeployerError::Forbidden(_) => StatusCode::FORBIDDEN,
-            DeployerError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DeployerError::NotReady(_) | DeployerError::NotLeader => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DeployerError::Load(_) | DeployerError::Fault(_) | DeployerError::Db(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -61,6 +66,10 @@ impl IntoResponse for DeployerError {
             DeployerError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
             DeployerError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m).into_response(),
             DeployerError::NotReady(m) => ApiError::new(ErrorCode::Unavailable, m).into_response(),
+            DeployerError::NotLeader => {
+                ApiError::new(ErrorCode::Unavailable, DeployerError::NotLeader.to_string())
+                    .into_response()
+            }
             DeployerError::Load(m) | DeployerError::Fault(m) => {
                 ApiError::internal(m).into_response()
             }

@@ -12,9 +12,11 @@ mod binary;
 mod catalog;
 mod deployments;
 mod error;
+mod leadership;
 mod logs;
 mod migrations;
 mod rollouts;
+mod routes;
 mod schema;
 mod serving;
 mod v2;
@@ -62,6 +64,14 @@ pub struct AppState {
     pub(crate) fault_injection: bool,
     /// Each deployment's project and whether its inference needs a token.
     pub(crate) exposure: access::Exposure,
+    /// This replica's name (leases, rollout numbers).
+    pub(crate) replica: Arc<str>,
+    /// Whether this replica takes the rollout decisions.
+    pub(crate) leadership: leadership::Leadership,
+    /// One activation at a time.
+    pub(crate) activation: Arc<tokio::sync::Mutex<()>>,
+    /// Versions that failed to load lately, by deployment: (version, when).
+    pub(crate) load_failures: Arc<std::sync::Mutex<std::collections::HashMap<String, (i32, i64)>>>,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -90,6 +100,10 @@ pub async fn run(
     let log_mode: logs::LogMode =
         settings.option("prediction_log_mode", logs::LogMode::Buffered)?;
     let fault_injection: bool = settings.option("fault_injection", false)?;
+    let lease_ttl =
+        std::time::Duration::from_millis(settings.option("lease_ms", 3000u64)?.max(300));
+    let route_sync =
+        std::time::Duration::from_millis(settings.option("route_sync_ms", 500u64)?.max(50));
     let kit =
         ServiceKit::start::<Migrator>(SERVICE, settings, listener, shutdown, Storage::Database)
             .await?;
@@ -105,23 +119,26 @@ pub async fn run(
         log_sample_rate,
         fault_injection,
         exposure: access::Exposure::default(),
+        replica: replica_name().into(),
+        leadership: leadership::Leadership::default(),
+        activation: Arc::default(),
+        load_failures: Arc::default(),
     };
     kit.start_outbox()?;
     kit.spawn(logs::publish(kit.bus.clone(), queue, kit.shutdown.clone()));
-    // Serve what was deployed before a restart.
-    for deployment in deployments::list(&state.db)
-        .await
-        .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?
-    {
-        state.exposure.set(
-            &deployment.name,
-            &deployment.project,
-            deployment.public_inference,
-        );
-        if let Err(e) = deployments::activate(&state, &deployment.name).await {
-            tracing::warn!(deployment = %deployment.name, error = %e, "cannot serve after restart");
-        }
-    }
+    // Serve what the routes say before answering (after a restart: the last promoted
+    // versions), then keep following them; the rollout leader takes up what is left to decide.
+    routes::catch_up(&state).await;
+    kit.spawn(routes::follow(
+        state.clone(),
+        route_sync,
+        kit.shutdown.clone(),
+    ));
+    kit.spawn(leadership::run(
+        state.clone(),
+        lease_ttl,
+        kit.shutdown.clone(),
+    ));
     let s = state.clone();
     kit.spawn_consumer(catalog::consumer_spec(&state), move |delivery| {
         catalog::handle(s.clone(), delivery)
@@ -129,4 +146,16 @@ pub async fn run(
     let rule = access::rule(state.exposure.clone());
     kit.mount_scoped(api::router().merge(v2::router()).with_state(state), rule);
     kit.run_until_shutdown().await
+}
+
+/// A replica's name: the host (a pod's name on Kubernetes) and a random suffix.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| SERVICE.to_owned());
+    format!(
+        "{host}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
 }

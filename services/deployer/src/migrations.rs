@@ -4,7 +4,7 @@ use sea_orm::DbErr;
 use sea_orm::sea_query::{ColumnDef, Index, Table};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait};
 
-use crate::schema::{Aliases, Deployments, Versions};
+use crate::schema::{Aliases, Deployments, RolloutStats, Versions};
 
 flywheel_db::migrator!(
     Migrator,
@@ -15,8 +15,94 @@ flywheel_db::migrator!(
         CreateDeployments,
         RememberRollbacks,
         PublicInference,
+        flywheel_db::leases::CreateLeases::new("deployer"),
+        SharedRoutes,
     ]
 );
+
+/// What every replica serves, as the rollout leader decided it (the candidate beside the
+/// stable `serving_version`, its share, and a generation bumped on every change), and each
+/// replica's numbers for the rollout step in progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedRoutes;
+
+impl MigrationName for SharedRoutes {
+    fn name(&self) -> &str {
+        "m0005_deployer_shared_routes"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for SharedRoutes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(Deployments::CandidateVersion)
+                .integer()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Deployments::CandidatePercent)
+                .integer()
+                .not_null()
+                .default(0)
+                .to_owned(),
+            ColumnDef::new(Deployments::CandidateShadow)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(Deployments::RouteGeneration)
+                .big_integer()
+                .not_null()
+                .default(0)
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Deployments::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(RolloutStats::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(RolloutStats::Deployment)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RolloutStats::Replica)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RolloutStats::Generation)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(RolloutStats::Numbers).text().not_null())
+                    .col(
+                        ColumnDef::new(RolloutStats::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(RolloutStats::Deployment)
+                            .col(RolloutStats::Replica),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
 
 /// Whether a deployment's inference endpoints answer callers without a token.
 #[derive(Debug, Clone, Copy)]

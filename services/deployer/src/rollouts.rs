@@ -5,6 +5,8 @@
 //! the deployment's SLO; a breach rolls it back (`deployment.rolled_back` with the reason),
 //! otherwise it is promoted (`deployment.rolled_out`). A newer version or a restart ends a
 //! rollout in progress (the restart serves the last promoted version, then starts again).
+//! Rollouts run on the rollout leader (`crate::leadership`); each step is written as the
+//! deployment's route, which every replica applies, and judged on every replica's numbers.
 
 use std::time::Duration;
 
@@ -16,7 +18,8 @@ use flywheel_events::payloads::{
 use tokio_util::sync::CancellationToken;
 
 use crate::deployments::{self, Deployment, Slo};
-use crate::serving::{Candidate, Loaded, Stats};
+use crate::routes;
+use crate::serving::{Candidate, Loaded, StepNumbers};
 use crate::{AppState, DeployerError, Result};
 
 /// Checks a strategy and SLO before they are stored.
@@ -85,6 +88,26 @@ pub(crate) fn cancel(state: &AppState, name: &str) {
     }
 }
 
+/// Ends every rollout this replica drives (it stopped leading, or shuts down).
+pub(crate) fn cancel_all(state: &AppState) {
+    let names: Vec<String> = state
+        .rollouts
+        .lock()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    for name in names {
+        cancel(state, &name);
+    }
+}
+
+/// Whether this replica drives a rollout of `name`.
+pub(crate) fn running(state: &AppState, name: &str) -> bool {
+    state
+        .rollouts
+        .lock()
+        .is_ok_and(|r| r.get(name).is_some_and(|t| !t.is_cancelled()))
+}
+
 /// Starts rolling `loaded` out over the version `from` by the deployment's strategy.
 pub(crate) fn start(state: &AppState, deployment: Deployment, from: u32, loaded: Loaded) {
     cancel(state, &deployment.name);
@@ -109,8 +132,12 @@ pub(crate) fn start(state: &AppState, deployment: Deployment, from: u32, loaded:
 }
 
 /// One version's numbers over the step.
-fn measure(version: u32, stats: &Stats, disagreement_rate: Option<f64>) -> VersionMeasurement {
-    let (requests, error_rate, p99_latency_ms) = stats.summary();
+fn measure(
+    version: u32,
+    numbers: &StepNumbers,
+    disagreement_rate: Option<f64>,
+) -> VersionMeasurement {
+    let (requests, error_rate, p99_latency_ms) = numbers.summary();
     VersionMeasurement {
         version,
         requests,
@@ -176,20 +203,27 @@ fn breach(
     None
 }
 
-/// The candidate's and the stable version's numbers, and the breach if any.
-fn judge(
+type Judged = (VersionMeasurement, VersionMeasurement, Option<String>);
+
+/// The candidate's and the stable version's numbers over every replica in this step
+/// (`generation` of the route), and the breach if any.
+async fn judge(
+    state: &AppState,
+    name: &str,
+    generation: i64,
     candidate: &Candidate,
     from: u32,
     slo: &Slo,
-) -> (VersionMeasurement, VersionMeasurement, Option<String>) {
+) -> Result<Judged> {
+    let numbers = routes::merged(state, name, generation, candidate).await?;
     let measured = measure(
         candidate.loaded.version,
-        &candidate.stats,
-        candidate.disagreement_rate(),
+        &numbers.candidate,
+        numbers.disagreement_rate(),
     );
-    let stable = measure(from, &candidate.baseline, None);
+    let stable = measure(from, &numbers.stable, None);
     let verdict = breach(&measured, &stable, slo);
-    (measured, stable, verdict)
+    Ok((measured, stable, verdict))
 }
 
 async fn drive(
@@ -215,6 +249,7 @@ async fn drive(
             "{name} serves nothing to roll out over"
         )));
     };
+    let mut generation = routes::set_candidate(state, name, Some((to, first, shadow))).await?;
     let started = Event::DeploymentRolloutStarted(DeploymentRolloutStarted {
         deployment: name.to_owned(),
         rollout_id: rollout_id.clone(),
@@ -242,6 +277,8 @@ async fn drive(
                     .percent
                     .store(*percent, std::sync::atomic::Ordering::Relaxed);
                 candidate.reset();
+                generation =
+                    routes::set_candidate(state, name, Some((to, *percent, false))).await?;
                 let shifted = Event::DeploymentTrafficShifted(DeploymentTrafficShifted {
                     deployment: name.to_owned(),
                     rollout_id: rollout_id.clone(),
@@ -267,7 +304,8 @@ async fn drive(
                     () = token.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_secs(*step_seconds)) => {}
                 }
-                let judged = judge(&candidate, from, &deployment.slo);
+                let judged =
+                    judge(state, name, generation, &candidate, from, &deployment.slo).await?;
                 if judged.2.is_some() {
                     verdict = Some(judged);
                     break;
@@ -280,7 +318,7 @@ async fn drive(
                 () = token.cancelled() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_secs(*duration_seconds)) => {}
             }
-            let judged = judge(&candidate, from, &deployment.slo);
+            let judged = judge(state, name, generation, &candidate, from, &deployment.slo).await?;
             tracing::info!(deployment = name, from, to, disagreement_rate = ?judged.0.disagreement_rate, "shadow run ended");
             judged.2.is_some().then_some(judged)
         }
@@ -292,6 +330,7 @@ async fn drive(
     match verdict {
         Some((measured, stable, reason)) => {
             let reason = reason.unwrap_or_default();
+            routes::set_candidate(state, name, None).await?;
             state.serving.end_candidate(name, false);
             deployments::set_rolled_back(state, name, i32::try_from(to).ok()).await?;
             tracing::warn!(deployment = name, from, to, %reason, "rolled back");
@@ -313,18 +352,17 @@ async fn drive(
             .await
         }
         None => {
-            let detail = match (shadow, candidate.disagreement_rate()) {
+            let numbers = routes::merged(state, name, generation, &candidate).await?;
+            let detail = match (shadow, numbers.disagreement_rate()) {
                 (true, Some(rate)) => format!(
                     "promoted after shadow: {:.1}% of {} mirrored answers differed",
                     rate * 100.0,
-                    candidate
-                        .compared
-                        .load(std::sync::atomic::Ordering::Relaxed)
+                    numbers.compared
                 ),
                 _ => String::new(),
             };
+            routes::promote(state, name, i32::try_from(to).unwrap_or(i32::MAX)).await?;
             state.serving.end_candidate(name, true);
-            deployments::served(state, name, i32::try_from(to).unwrap_or(i32::MAX)).await?;
             tracing::info!(deployment = name, from, to, "rolled out");
             let event = Event::DeploymentRolledOut(DeploymentRolledOut {
                 deployment: name.to_owned(),

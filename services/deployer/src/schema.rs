@@ -31,6 +31,22 @@ pub(crate) enum Deployments {
     UpdatedAt,
     RolledBackVersion,
     PublicInference,
+    CandidateVersion,
+    CandidatePercent,
+    CandidateShadow,
+    RouteGeneration,
+}
+
+/// Each replica's numbers for the rollout step in progress, merged by the rollout leader.
+#[derive(DeriveIden, Clone, Copy)]
+pub(crate) enum RolloutStats {
+    #[sea_orm(iden = "deployer_rollout_stats")]
+    Table,
+    Deployment,
+    Replica,
+    Generation,
+    Numbers,
+    UpdatedAt,
 }
 
 /// Where each model's aliases point (from `model.version.alias_changed`).

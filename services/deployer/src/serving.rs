@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use flywheel_artifacts::ArtifactStore;
 use flywheel_artifacts::package::{self, Manifest};
+use flywheel_drift::sketch::QuantileSketch;
 use flywheel_events::payloads::Signature;
 use flywheel_model::Model;
+use serde::{Deserialize, Serialize};
 
 use crate::{DeployerError, Result};
 
@@ -65,11 +67,40 @@ impl Fault {
 pub struct Stats {
     requests: AtomicU64,
     errors: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
+    latencies_us: Mutex<QuantileSketch>,
 }
 
-/// Latencies kept per step (the most recent ones).
-const LATENCY_WINDOW: usize = 10_000;
+/// A step's numbers as replicas exchange them: counts and a mergeable latency sketch (1 %
+/// relative accuracy), so the rollout leader judges every replica's traffic together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepNumbers {
+    /// Requests answered or failed.
+    pub requests: u64,
+    /// Server-side failures among them.
+    pub errors: u64,
+    /// Latencies, microseconds.
+    pub latency_us: QuantileSketch,
+}
+
+impl StepNumbers {
+    /// Adds another replica's numbers.
+    pub fn merge(&mut self, other: &StepNumbers) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency_us.merge(&other.latency_us);
+    }
+
+    /// (requests, error rate, p99 latency in ms).
+    pub fn summary(&self) -> (u64, f64, f64) {
+        let p99 = self.latency_us.quantile(0.99).unwrap_or(0.0) / 1000.0;
+        let rate = if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        };
+        (self.requests, rate, p99)
+    }
+}
 
 impl Stats {
     /// Records one answered request.
@@ -79,10 +110,7 @@ impl Stats {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut latencies) = self.latencies_us.lock() {
-            if latencies.len() >= LATENCY_WINDOW {
-                latencies.remove(0);
-            }
-            latencies.push(latency_us);
+            latencies.add(latency_us as f64);
         }
     }
 
@@ -91,32 +119,21 @@ impl Stats {
         self.requests.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
         if let Ok(mut latencies) = self.latencies_us.lock() {
-            latencies.clear();
+            *latencies = QuantileSketch::new();
         }
     }
 
-    /// (requests, error rate, p99 latency in ms).
-    pub fn summary(&self) -> (u64, f64, f64) {
-        let requests = self.requests.load(Ordering::Relaxed);
-        let errors = self.errors.load(Ordering::Relaxed);
-        let mut latencies = self
-            .latencies_us
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        latencies.sort_unstable();
-        let p99 = if latencies.is_empty() {
-            0.0
-        } else {
-            let index = ((latencies.len() - 1) as f64 * 0.99).round() as usize;
-            latencies[index] as f64 / 1000.0
-        };
-        let rate = if requests == 0 {
-            0.0
-        } else {
-            errors as f64 / requests as f64
-        };
-        (requests, rate, p99)
+    /// This replica's numbers so far in the step.
+    pub fn numbers(&self) -> StepNumbers {
+        StepNumbers {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency_us: self
+                .latencies_us
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -362,6 +379,19 @@ impl Serving {
             slot.stable.clone()
         };
         self.put_arc(stable);
+    }
+
+    /// The candidate of a rollout in progress, if any.
+    pub fn candidate(&self, deployment: &str) -> Option<Arc<Candidate>> {
+        self.slot(deployment)?.candidate.clone()
+    }
+
+    /// The deployments served.
+    pub fn names(&self) -> Vec<String> {
+        self.slots
+            .read()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Stops serving a deployment.

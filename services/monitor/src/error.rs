@@ -24,6 +24,9 @@ pub enum MonitorError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// This replica no longer holds the partition it was counting.
+    #[error("partition lease lost: {0}")]
+    LeaseLost(String),
 }
 
 /// Result with [`MonitorError`].
@@ -35,7 +38,7 @@ impl IntoResponse for MonitorError {
             MonitorError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m).into_response(),
             MonitorError::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m).into_response(),
             MonitorError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m).into_response(),
-            MonitorError::Artifacts(m) | MonitorError::Delivery(m) => {
+            MonitorError::Artifacts(m) | MonitorError::Delivery(m) | MonitorError::LeaseLost(m) => {
                 ApiError::internal(m).into_response()
             }
             MonitorError::Db(e) => ApiError::internal(e).into_response(),

@@ -14,6 +14,7 @@ mod error;
 mod export;
 mod joins;
 mod migrations;
+mod partitions;
 mod performance;
 mod projects;
 mod reader;
@@ -109,6 +110,10 @@ pub async fn run(
         rows: settings.option("export_rows", 5000u64)?.max(1),
         min_rows: settings.option("export_min_rows", 200u64)?.max(1),
     };
+    let partitioning = partitions::Partitioning {
+        count: settings.option("partitions", 1u32)?.max(1),
+        ttl: std::time::Duration::from_millis(settings.option("lease_ms", 3000u64)?.max(300)),
+    };
     if !(0.0..=1.0).contains(&config.drift_share) {
         return Err(flywheel_runtime::ServiceError::Config(
             "service.drift_share: a share from 0 to 1".into(),
@@ -142,7 +147,12 @@ pub async fn run(
     kit.spawn_consumer(webhooks::consumer_spec(&state), move |delivery| {
         webhooks::handle(s.clone(), http.clone(), delivery)
     });
-    kit.spawn(reader::run(state.clone(), config, kit.shutdown.clone()));
+    kit.spawn(partitions::run(
+        state.clone(),
+        config,
+        partitioning,
+        kit.shutdown.clone(),
+    ));
     let rule = api::access_rule(state.projects.clone());
     kit.mount_scoped(api::router().with_state(state), rule);
     kit.run_until_shutdown().await

@@ -22,6 +22,7 @@ flywheel_db::migrator!(
         CreateRules,
         CreateSettingsAndJoins,
         crate::projects::CreateDeploymentProjects,
+        flywheel_db::leases::CreateLeases::new("monitor"),
     ]
 );
 

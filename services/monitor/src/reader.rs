@@ -3,8 +3,9 @@
 //! to the prediction it is about. What it has counted is
 //! checkpointed in the database — the last stream sequence and the open windows, together, and
 //! together with each closed window's report — so a restart resumes right after the last
-//! counted message: no window is lost and nothing is counted twice. One reader per monitor
-//! database (scale-out gives it a leader, issue 10).
+//! counted message: no window is lost and nothing is counted twice. With several replicas each
+//! reader counts one partition of the deployments (`crate::partitions`), under a lease that
+//! fences its checkpoints.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,8 +31,6 @@ use crate::schema::Checkpoints;
 use crate::settings::{MonitoringSettings, ReferenceChoice};
 use crate::windows::{PREDICTION, Reference, Span, Window, evaluate};
 use crate::{AppState, MonitorError, Result};
-
-const READER: &str = "predictions";
 
 /// How windows are cut and judged (`[service]` options).
 #[derive(Debug, Clone)]
@@ -61,16 +60,46 @@ fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Reads until shutdown, starting over after errors (NATS or database outages).
+/// Which deployments a reader counts, and the lease under which it does.
+#[derive(Debug, Clone)]
+pub(crate) struct Assignment {
+    /// The partition.
+    pub(crate) partition: crate::partitions::Partition,
+    /// The lease its checkpoints are fenced by.
+    pub(crate) lease: flywheel_db::leases::Held,
+}
+
+impl Assignment {
+    /// The checkpoint's name (one partition keeps the name a single reader always had).
+    fn checkpoint(&self) -> String {
+        let p = self.partition;
+        if p.count == 1 {
+            "predictions".to_owned()
+        } else {
+            format!("predictions-{}-of-{}", p.index, p.count)
+        }
+    }
+}
+
+/// Reads one partition until shutdown, starting over after errors (NATS or database
+/// outages); ends when the partition's lease is lost.
 pub(crate) async fn run(
     state: AppState,
     config: WindowConfig,
+    assignment: Assignment,
     shutdown: CancellationToken,
 ) -> ServiceResult {
     let mut references = References::default();
     loop {
-        match read(&state, &config, &mut references, &shutdown).await {
+        match read(&state, &config, &assignment, &mut references, &shutdown).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.starts_with(LEASE_LOST) => {
+                tracing::warn!(
+                    partition = assignment.partition.index,
+                    "partition lease lost; stopped counting it"
+                );
+                return Ok(());
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "prediction reader failed; resuming from the checkpoint");
                 tokio::select! {
@@ -365,14 +394,14 @@ impl ReaderState {
     }
 }
 
-async fn load_checkpoint(state: &AppState) -> Result<(ReaderState, u64)> {
+async fn load_checkpoint(state: &AppState, checkpoint: &str) -> Result<(ReaderState, u64)> {
     let row = state
         .db
         .query_one(
             &Query::select()
                 .columns([Checkpoints::Sequence, Checkpoints::Windows])
                 .from(Checkpoints::Table)
-                .and_where(Expr::col(Checkpoints::Reader).eq(READER))
+                .and_where(Expr::col(Checkpoints::Reader).eq(checkpoint))
                 .to_owned(),
         )
         .await?;
@@ -401,10 +430,16 @@ async fn load_checkpoint(state: &AppState) -> Result<(ReaderState, u64)> {
 }
 
 /// Writes the checkpoint with what the join store gathered, in one transaction.
-async fn save(state: &AppState, config: &WindowConfig, reader: &mut ReaderState) -> Result<()> {
+async fn save(
+    state: &AppState,
+    config: &WindowConfig,
+    assignment: &Assignment,
+    reader: &mut ReaderState,
+) -> Result<()> {
     let txn = state.db.begin().await?;
+    fence(&txn, assignment).await?;
     flush_joins(&txn, config, reader).await?;
-    save_checkpoint(&txn, reader).await?;
+    save_checkpoint(&txn, assignment, reader).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -436,7 +471,24 @@ async fn flush_joins(
     Ok(())
 }
 
-async fn save_checkpoint<C: ConnectionTrait>(conn: &C, reader: &mut ReaderState) -> Result<()> {
+/// Prefix of the reader error that ends it: its partition went to another replica.
+const LEASE_LOST: &str = "partition lease lost";
+
+/// Fails the transaction unless this reader still holds its partition, so a replica that
+/// paused past its lease writes nothing after its successor began.
+async fn fence(txn: &sea_orm::DatabaseTransaction, assignment: &Assignment) -> Result<()> {
+    if flywheel_db::leases::fence(txn, crate::SERVICE, &assignment.lease).await? {
+        Ok(())
+    } else {
+        Err(MonitorError::LeaseLost(assignment.lease.name.clone()))
+    }
+}
+
+async fn save_checkpoint<C: ConnectionTrait>(
+    conn: &C,
+    assignment: &Assignment,
+    reader: &mut ReaderState,
+) -> Result<()> {
     let body = reader.checkpoint_body()?;
     let mut upsert = Query::insert();
     upsert
@@ -448,7 +500,7 @@ async fn save_checkpoint<C: ConnectionTrait>(conn: &C, reader: &mut ReaderState)
             Checkpoints::UpdatedAt,
         ])
         .values([
-            READER.into(),
+            assignment.checkpoint().into(),
             i64::try_from(reader.sequence).unwrap_or(i64::MAX).into(),
             body.into(),
             now_millis().into(),
@@ -472,6 +524,7 @@ async fn save_checkpoint<C: ConnectionTrait>(conn: &C, reader: &mut ReaderState)
 async fn close_done(
     state: &AppState,
     config: &WindowConfig,
+    assignment: &Assignment,
     references: &mut References,
     reader: &mut ReaderState,
 ) -> Result<()> {
@@ -518,6 +571,7 @@ async fn close_done(
         }
     }
     let txn = state.db.begin().await?;
+    fence(&txn, assignment).await?;
     for (window, evaluation) in &closing {
         crate::reports::close(&txn, state, window, evaluation, now).await?;
     }
@@ -549,7 +603,7 @@ async fn close_done(
         }
     }
     flush_joins(&txn, config, reader).await?;
-    save_checkpoint(&txn, reader).await?;
+    save_checkpoint(&txn, assignment, reader).await?;
     txn.commit().await?;
     flywheel_runtime::outbox::wake();
     Ok(())
@@ -558,10 +612,14 @@ async fn close_done(
 async fn read(
     state: &AppState,
     config: &WindowConfig,
+    assignment: &Assignment,
     references: &mut References,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let (mut reader, pending_from) = load_checkpoint(state).await.map_err(|e| e.to_string())?;
+    let (mut reader, pending_from) = load_checkpoint(state, &assignment.checkpoint())
+        .await
+        .map_err(|e| e.to_string())?;
+    let partition = assignment.partition;
     let subjects = state.bus.subjects();
     let stream = state
         .bus
@@ -595,13 +653,13 @@ async fn read(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
+                save(state, config, assignment, &mut reader).await.map_err(|e| e.to_string())?;
                 return Ok(());
             }
             _ = tick.tick() => {
-                close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
+                close_done(state, config, assignment, references, &mut reader).await.map_err(|e| e.to_string())?;
                 if unsaved > 0 {
-                    save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
+                    save(state, config, assignment, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }
@@ -611,10 +669,22 @@ async fn read(
                 };
                 let message = message.map_err(|e| e.to_string())?;
                 let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                // Another partition's deployment: told by the subject, without decoding.
+                let about = message.subject.as_str().rsplit('.').next().unwrap_or_default().to_owned();
+                if !partition.holds(&about) {
+                    if seq > reader.sequence {
+                        reader.sequence = seq;
+                        unsaved += 1;
+                    }
+                    continue;
+                }
                 let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
                 let decoded = flywheel_events::decode_with_header(&message.payload, content_type.as_deref())
                     .map_err(|e| e.to_string())
-                    .and_then(|envelope| match envelope.event {
+                    .and_then(|envelope| match &envelope.event {
+                        Event::PredictionLogged(PredictionLogged { deployment, .. }) | Event::FeedbackReceived(FeedbackReceived { deployment, .. }) if *deployment != about => {
+                            Err(format!("published on `{}` but about deployment `{deployment}`", message.subject))
+                        }
                         Event::PredictionLogged(_) | Event::FeedbackReceived(_) => Ok((envelope.event, envelope.project)),
                         other => Err(format!("expected prediction.logged or feedback.received, got {}", other.event_type())),
                     });
@@ -658,10 +728,10 @@ async fn read(
                     || reader.performance.values().any(|w| w.labelled >= config.performance_size)
                     || reader.baselines.values().any(BaselineRows::is_full);
                 if full {
-                    close_done(state, config, references, &mut reader).await.map_err(|e| e.to_string())?;
+                    close_done(state, config, assignment, references, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 } else if unsaved >= config.checkpoint_every {
-                    save(state, config, &mut reader).await.map_err(|e| e.to_string())?;
+                    save(state, config, assignment, &mut reader).await.map_err(|e| e.to_string())?;
                     unsaved = 0;
                 }
             }

@@ -55,9 +55,10 @@ pub struct AppState {
     pub config: Arc<SchedulerConfig>,
     /// Wakes the dispatcher when work arrives.
     pub wake: Arc<Notify>,
-    /// When this replica started, ms: heartbeats sent while no scheduler ran were heard by
-    /// no one, so runners get one timeout from here before their attempts count as lost.
-    pub started_at: i64,
+    /// When this replica began answering heartbeats, ms (0: not yet). Heartbeats sent while
+    /// no scheduler listened were heard by no one, so runners get one timeout from here before
+    /// their attempts count as lost.
+    pub listening_since: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -79,7 +80,7 @@ pub async fn run(
         bus: kit.bus.clone(),
         config: Arc::new(config),
         wake: Arc::new(Notify::new()),
-        started_at: now_millis(),
+        listening_since: Arc::default(),
     };
     kit.start_outbox()?;
     let s = state.clone();

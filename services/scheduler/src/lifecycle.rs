@@ -274,7 +274,10 @@ pub(crate) async fn reap(state: &AppState) -> Result<usize> {
         .await?;
     let live = crate::runners::live_runner_ids(state).await?;
     let runner_timeout = i64::try_from(state.config.runner_timeout.as_millis()).unwrap_or(i64::MAX);
-    let judging_liveness = now - state.started_at >= runner_timeout;
+    let since = state
+        .listening_since
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let judging_liveness = since > 0 && now - since >= runner_timeout;
     let mut ended = 0;
     for row in running {
         let job = jobs::from_row(&row)?;

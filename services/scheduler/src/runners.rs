@@ -294,6 +294,13 @@ pub(crate) async fn serve(
         .map_err(|e| {
             flywheel_runtime::ServiceError::Io(std::io::Error::other(format!("subscribe: {e}")))
         })?;
+    // Subscribed once the server has them: from here on, heartbeats reach this replica.
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "NATS flush after subscribing failed");
+    }
+    state
+        .listening_since
+        .store(crate::now_millis(), std::sync::atomic::Ordering::Relaxed);
     let permits = Arc::new(Semaphore::new(32));
     loop {
         let (message, is_claim) = tokio::select! {

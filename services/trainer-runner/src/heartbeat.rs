@@ -24,7 +24,14 @@ pub(crate) async fn beat(runner: &Runner) -> Result<(), String> {
         .bus
         .client()
         .request(runner.bus.subjects().runner_heartbeats(), bytes.into());
-    let reply = tokio::time::timeout(runner.config.claim_timeout, request)
+    // No longer than one interval: a beat that went to a scheduler which died before
+    // answering must not hold back the next one (the scheduler counts beats, not replies).
+    let wait = runner
+        .config
+        .heartbeat
+        .max(std::time::Duration::from_millis(250))
+        .min(runner.config.claim_timeout);
+    let reply = tokio::time::timeout(wait, request)
         .await
         .map_err(|_| "no scheduler answered the heartbeat".to_owned())?
         .map_err(|e| e.to_string())?;

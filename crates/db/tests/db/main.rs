@@ -1,6 +1,9 @@
 //! Migrations and the inbox on PostgreSQL and SQLite: one suite, both backends.
 
+use std::time::Duration;
+
 use flywheel_db::inbox::{CreateInbox, claim};
+use flywheel_db::leases::{self, CreateLeases};
 use flywheel_db::sea_orm::{ConnectionTrait, TransactionTrait};
 use flywheel_db::{DbConfig, applied_migrations, connect, migrate};
 
@@ -10,6 +13,7 @@ flywheel_db::migrator!(
     "scheduler",
     [CreateInbox::new("scheduler")]
 );
+flywheel_db::migrator!(LeaseMigrator, "monitor", [CreateLeases::new("monitor")]);
 
 async fn postgres() -> anyhow::Result<(DbConfig, Option<tempfile::TempDir>)> {
     Ok((flywheel_testkit::fresh_postgres().await?, None))
@@ -33,6 +37,12 @@ macro_rules! backend_suite {
             async fn the_inbox_applies_each_event_once() -> anyhow::Result<()> {
                 let (config, _keep) = super::$backend().await?;
                 super::inbox_applies_each_event_once(config).await
+            }
+
+            #[tokio::test]
+            async fn a_lease_has_one_holder_and_fences_the_one_it_replaced() -> anyhow::Result<()> {
+                let (config, _keep) = super::$backend().await?;
+                super::lease_has_one_holder(config).await
             }
         }
     )* };
@@ -155,5 +165,53 @@ async fn concurrent_sqlite_writers_wait_instead_of_failing() -> anyhow::Result<(
     while let Some(done) = writers.join_next().await {
         done??;
     }
+    Ok(())
+}
+
+async fn lease_has_one_holder(config: DbConfig) -> anyhow::Result<()> {
+    let db = connect(&config).await?;
+    migrate::<LeaseMigrator>(&db, "monitor").await?;
+    let ttl = Duration::from_millis(400);
+    let a = leases::acquire(&db, "monitor", "rollouts", "a", ttl).await?;
+    let a = a.ok_or_else(|| anyhow::anyhow!("a free lease is taken"))?;
+    assert_eq!(a.epoch, 1);
+    assert_eq!(
+        leases::acquire(&db, "monitor", "rollouts", "b", ttl).await?,
+        None,
+        "a running lease has one holder"
+    );
+    // Renewing keeps the epoch.
+    let renewed = leases::acquire(&db, "monitor", "rollouts", "a", ttl).await?;
+    assert_eq!(renewed.as_ref().map(|h| h.epoch), Some(1));
+    assert!(leases::fence(&db, "monitor", &a).await?);
+    // a stops renewing: b takes over with a new epoch, and a's writes are fenced off.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = leases::acquire(&db, "monitor", "rollouts", "b", ttl)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("an expired lease is taken over"))?;
+    assert_eq!(b.epoch, 2);
+    assert!(
+        !leases::fence(&db, "monitor", &a).await?,
+        "the old holder is fenced"
+    );
+    let txn = db.begin().await?;
+    assert!(leases::fence(&txn, "monitor", &b).await?);
+    txn.commit().await?;
+    assert_eq!(
+        leases::acquire(&db, "monitor", "rollouts", "a", ttl).await?,
+        None
+    );
+    // Members announce themselves; a release hands over at once.
+    for member in ["member:x", "member:y"] {
+        leases::acquire(&db, "monitor", member, member, ttl).await?;
+    }
+    let live = leases::live(&db, "monitor", "member:").await?;
+    assert_eq!(
+        live.iter().map(|h| h.holder.as_str()).collect::<Vec<_>>(),
+        ["member:x", "member:y"]
+    );
+    leases::release(&db, "monitor", &b).await?;
+    let a = leases::acquire(&db, "monitor", "rollouts", "a", ttl).await?;
+    assert_eq!(a.map(|h| h.epoch), Some(3));
     Ok(())
 }
