@@ -13,6 +13,7 @@ use crate::{AppState, DeployerError, Result};
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/deployments", get(list))
+        .route("/api/v1/replica", get(replica))
         .route(
             "/api/v1/deployments/{name}",
             get(show).put(replace).delete(remove),
@@ -58,6 +59,33 @@ async fn inject_fault(
         "error_percent": spec.error_percent,
         "delay_ms": spec.delay_ms,
     })))
+}
+
+/// This replica: its name, whether it leads rollouts, and what it serves (stable version,
+/// candidate and its share) — replicas apply the leader's routes, so they should agree.
+async fn replica(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mut serving = serde_json::Map::new();
+    for name in state.serving.names() {
+        if !flywheel_runtime::scope::current().sees(&state.exposure.project(&name)) {
+            continue;
+        }
+        let candidate = state.serving.candidate(&name);
+        serving.insert(
+            name.clone(),
+            serde_json::json!({
+                "model": state.serving.get(&name).map(|l| l.model_name.clone()),
+                "stable": state.serving.get(&name).map(|l| l.version),
+                "candidate": candidate.as_ref().map(|c| c.loaded.version),
+                "percent": candidate.as_ref().map(|c| c.percent.load(std::sync::atomic::Ordering::Relaxed)),
+                "shadow": candidate.as_ref().map(|c| c.shadow),
+            }),
+        );
+    }
+    Json(serde_json::json!({
+        "replica": state.replica.as_ref(),
+        "leading": state.leadership.is_leader(),
+        "serving": serving,
+    }))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<Deployment>>> {

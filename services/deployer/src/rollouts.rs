@@ -249,7 +249,12 @@ async fn drive(
             "{name} serves nothing to roll out over"
         )));
     };
-    let mut generation = routes::set_candidate(state, name, Some((to, first, shadow))).await?;
+    // A canary's steps write their own routes (one generation per step, so every replica
+    // counts each step afresh).
+    let mut generation = match &deployment.strategy {
+        RolloutStrategy::Canary { .. } => 0,
+        _ => routes::set_candidate(state, name, Some((to, first, shadow))).await?,
+    };
     let started = Event::DeploymentRolloutStarted(DeploymentRolloutStarted {
         deployment: name.to_owned(),
         rollout_id: rollout_id.clone(),
