@@ -1,7 +1,8 @@
-//! Two replicas of the registry, the scheduler and the trainer-runner on a three-node
-//! JetStream cluster with R3 streams: one node is SIGKILLed while training requests flow, and
-//! every request still becomes exactly one job, one registered version and one audited
-//! registration.
+//! Two replicas of every service on a three-node JetStream cluster with R3 streams: one node
+//! is SIGKILLed while training requests flow, and every request still becomes exactly one job,
+//! one registered version and one audited registration; with that node back, another is
+//! SIGKILLed while predictions flow through both deployer replicas, and the two monitor
+//! replicas count every prediction exactly once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use flywheel_testkit::service::InProcess;
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 20;
+const PREDICTIONS: usize = 2000;
+const WINDOW: usize = 200;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Result<()> {
@@ -25,7 +28,13 @@ async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Resul
     let work = tempfile::tempdir()?;
     // One database per service, shared by its replicas.
     let mut databases = BTreeMap::new();
-    for service in ["registry", "scheduler", "trainer-runner"] {
+    for service in [
+        "registry",
+        "scheduler",
+        "trainer-runner",
+        "monitor",
+        "deployer",
+    ] {
         databases.insert(service, flywheel_testkit::fresh_postgres().await?);
     }
     let settings = |service: &str| {
@@ -55,6 +64,24 @@ async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Resul
         );
         runner.service.insert("heartbeat_ms".into(), "300".into());
         runners.push(InProcess::start(runner, flywheel_trainer_runner::run).await?);
+    }
+    let mut monitors = Vec::new();
+    let mut deployers = Vec::new();
+    for _ in 0..2 {
+        let mut monitor = settings("monitor");
+        for (key, value) in [
+            ("partitions", "4"),
+            ("window_size", "200"),
+            ("window_seconds", "600"),
+        ] {
+            monitor.service.insert(key.into(), value.into());
+        }
+        monitors.push(InProcess::start(monitor, flywheel_monitor::run).await?);
+        let mut deployer = settings("deployer");
+        deployer
+            .service
+            .insert("prediction_log_mode".into(), "acked".into());
+        deployers.push(InProcess::start(deployer, flywheel_deployer::run).await?);
     }
 
     // The streams are replicated on all three nodes.
@@ -179,7 +206,120 @@ async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Resul
         jobs_done.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    for service in registries.into_iter().chain(schedulers).chain(runners) {
+
+    // Serving: n0 back, a deployment of `clustered@production` on both deployer replicas.
+    nats.nodes[0].restart().await?;
+    http.put(deployers[1].url("/api/v1/deployments/clustered"))
+        .json(&json!({"model": "clustered", "alias": "production"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    http.post(registries[0].url("/api/2.0/mlflow/registered-models/alias"))
+        .json(&json!({"name": "clustered", "alias": "production", "version": "1"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    flywheel_testkit::wait_for(
+        "both deployers serving version 1",
+        Duration::from_secs(60),
+        async || {
+            for deployer in &deployers {
+                let replica: Value = http
+                    .get(deployer.url("/api/v1/replica"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if replica["serving"]["clustered"]["stable"] != 1 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await?;
+    // Predictions alternate between the deployers (each retried with its id until answered);
+    // node n1 dies half-way.
+    let serving_started = Instant::now();
+    let mut retries = 0;
+    for n in 0..PREDICTIONS {
+        if n == PREDICTIONS / 2 {
+            nats.nodes[1].kill().await?;
+            eprintln!("killed NATS node n1 after {n} predictions");
+        }
+        let x = (n % 100) as f64 / 50.0 - 1.0;
+        let body = json!({"id": format!("p-{n}"), "inputs": (0..6)
+            .map(|c| json!({"name": format!("f{c}"), "shape": [1], "datatype": "FP64", "data": [x * (c as f64 + 1.0) / 3.0]}))
+            .collect::<Vec<_>>()});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = http
+                .post(deployers[n % 2].url("/v2/models/clustered/infer"))
+                .json(&body)
+                .send()
+                .await;
+            if reply.as_ref().is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "prediction p-{n} unanswered: {reply:?}"
+            );
+            retries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let answered = serving_started.elapsed();
+    // The monitors split the deployments' partitions; every prediction counted once.
+    let mut counts: Vec<u64> = Vec::new();
+    flywheel_testkit::wait_for(
+        "every window reported",
+        Duration::from_secs(120),
+        async || {
+            let reports: Vec<Value> = http
+                .get(monitors[0].url("/api/v1/reports?deployment=clustered&limit=1000"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            counts = reports
+                .iter()
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .collect();
+            Ok(counts.len() >= PREDICTIONS / WINDOW)
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reports: Vec<Value> = http
+        .get(monitors[1].url("/api/v1/reports?deployment=clustered&limit=1000"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let counts: Vec<u64> = reports
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![WINDOW as u64; PREDICTIONS / WINDOW],
+        "every prediction counted once"
+    );
+    println!(
+        "nats cluster: {PREDICTIONS} predictions through 2 deployer replicas, n1 killed half-way: \
+         answered in {:.1} s ({retries} retries), counted exactly once by 2 monitor replicas in \
+         {} windows",
+        answered.as_secs_f64(),
+        counts.len()
+    );
+    for service in registries
+        .into_iter()
+        .chain(schedulers)
+        .chain(runners)
+        .chain(monitors)
+        .chain(deployers)
+    {
         service.stop().await?;
     }
     Ok(())

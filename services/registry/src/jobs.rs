@@ -43,6 +43,8 @@ pub(crate) async fn handle(state: AppState, delivery: Delivery) -> Outcome {
         Err(RegistryError::Artifacts(e)) => {
             Outcome::retry(Duration::from_secs(2), format!("artifacts: {e}"))
         }
+        // A version number still taken after retries: a race, not a bad event.
+        Err(RegistryError::AlreadyExists(e)) => Outcome::retry(Duration::from_secs(1), e),
         Err(other) => Outcome::poison(other.to_string()),
     }
 }

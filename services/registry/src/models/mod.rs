@@ -635,10 +635,13 @@ pub async fn create_version(
                 .collect();
         }
     }
-    // Two registrations racing for the same number: the primary key decides, the loser retries.
+    // Registrations of one model queue on its row (the update locks it until commit, so the
+    // next one reads the number this one took); should two still race for a number, the
+    // primary key decides and the loser tries again.
     for _ in 0..5 {
         let txn = state.db.begin().await?;
         model_exists(&txn, name).await?;
+        touch_model(&txn, name).await?;
         let next = next_version(&txn, name).await?;
         let now = now_millis();
         let flavor = if new.flavor.is_empty() {
@@ -697,7 +700,6 @@ pub async fn create_version(
         for tag in &new.tags {
             upsert_version_tag(&txn, name, next, tag).await?;
         }
-        touch_model(&txn, name).await?;
         let event = Event::ModelVersionRegistered(ModelVersionRegistered {
             model: name.to_owned(),
             version: u32::try_from(next).unwrap_or(u32::MAX),
