@@ -19,6 +19,14 @@ const WINDOW: usize = 200;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Result<()> {
+    // The services' warnings, and the monitor's partition moves, go with a failure's output.
+    let _logs = flywheel_runtime::telemetry::init(
+        &flywheel_runtime::TelemetryConfig {
+            log_level: "warn,flywheel_monitor=info,flywheel_deployer=info".into(),
+            ..flywheel_runtime::TelemetryConfig::default()
+        },
+        "cluster-test",
+    )?;
     let mut nats = NatsCluster::start(3).await?;
     let prefix = flywheel_testkit::unique_name();
     let mut bus = flywheel_testkit::bus_config(&prefix);
@@ -272,7 +280,7 @@ async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Resul
     let answered = serving_started.elapsed();
     // The monitors split the deployments' partitions; every prediction counted once.
     let mut counts: Vec<u64> = Vec::new();
-    flywheel_testkit::wait_for(
+    let reported = flywheel_testkit::wait_for(
         "every window reported",
         Duration::from_secs(120),
         async || {
@@ -289,7 +297,38 @@ async fn replicas_on_a_jetstream_cluster_survive_a_node_dying() -> anyhow::Resul
             Ok(counts.len() >= PREDICTIONS / WINDOW)
         },
     )
-    .await?;
+    .await;
+    if let Err(e) = reported {
+        // Where the counting stands: partition leases and checkpoints, and the stream.
+        let db = flywheel_db::connect(&databases["monitor"]).await?;
+        for table in ["monitor_leases", "monitor_checkpoints"] {
+            let rows = flywheel_db::sea_orm::ConnectionTrait::query_all_raw(
+                &db,
+                flywheel_db::sea_orm::Statement::from_string(
+                    flywheel_db::sea_orm::DbBackend::Postgres,
+                    format!("SELECT row_to_json(t)::text AS row FROM {table} t"),
+                ),
+            )
+            .await?;
+            for row in rows {
+                let row: String = row.try_get("", "row")?;
+                eprintln!("{table}: {}", row.chars().take(300).collect::<String>());
+            }
+        }
+        let mut predictions = probe
+            .jetstream()
+            .get_stream(
+                probe
+                    .subjects()
+                    .stream(flywheel_bus::StreamKind::Predictions),
+            )
+            .await?;
+        eprintln!(
+            "predictions stream: {:?}; windows {counts:?}",
+            predictions.info().await?.state
+        );
+        return Err(e);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reports: Vec<Value> = http
         .get(monitors[1].url("/api/v1/reports?deployment=clustered&limit=1000"))

@@ -471,6 +471,9 @@ async fn flush_joins(
     Ok(())
 }
 
+/// Silence after which a reader behind its stream starts over with a new consumer.
+const STALL: Duration = Duration::from_secs(5);
+
 /// Prefix of the reader error that ends it: its partition went to another replica.
 const LEASE_LOST: &str = "partition lease lost";
 
@@ -621,7 +624,7 @@ async fn read(
         .map_err(|e| e.to_string())?;
     let partition = assignment.partition;
     let subjects = state.bus.subjects();
-    let stream = state
+    let mut stream = state
         .bus
         .jetstream()
         .get_stream(subjects.stream(StreamKind::Predictions))
@@ -649,6 +652,11 @@ async fn read(
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // An ordered consumer whose server died can go quiet without an error (seen on a 2.9
+    // cluster): when nothing arrives for a while but the stream has more, start over from
+    // the checkpoint with a new consumer.
+    let mut heard = std::time::Instant::now();
+    let mut looked = std::time::Instant::now();
     let mut unsaved = 0u64;
     loop {
         tokio::select! {
@@ -657,6 +665,14 @@ async fn read(
                 return Ok(());
             }
             _ = tick.tick() => {
+                if heard.elapsed() > STALL && looked.elapsed() > STALL {
+                    looked = std::time::Instant::now();
+                    let last = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
+                    if last > reader.sequence {
+                        save(state, config, assignment, &mut reader).await.map_err(|e| e.to_string())?;
+                        return Err(format!("no message for {} s though the stream is at {last} and the reader at {}", STALL.as_secs(), reader.sequence));
+                    }
+                }
                 close_done(state, config, assignment, references, &mut reader).await.map_err(|e| e.to_string())?;
                 if unsaved > 0 {
                     save(state, config, assignment, &mut reader).await.map_err(|e| e.to_string())?;
@@ -668,6 +684,7 @@ async fn read(
                     return Err("the prediction stream ended".into());
                 };
                 let message = message.map_err(|e| e.to_string())?;
+                heard = std::time::Instant::now();
                 let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
                 // Another partition's deployment: told by the subject, without decoding.
                 let about = message.subject.as_str().rsplit('.').next().unwrap_or_default().to_owned();
