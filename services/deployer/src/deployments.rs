@@ -371,7 +371,8 @@ async fn alias_version<C: ConnectionTrait>(
         .transpose()?)
 }
 
-async fn package_of<C: ConnectionTrait>(
+/// Where a registered version's package is, if the deployer has heard of it.
+pub(crate) async fn package_of<C: ConnectionTrait>(
     db: &C,
     model: &str,
     version: i32,

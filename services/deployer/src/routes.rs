@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{Deployments, RolloutStats, Versions};
+use crate::schema::{Deployments, RolloutStats};
 use crate::serving::{Candidate, StepNumbers};
 use crate::{AppState, DeployerError, Result};
 
@@ -208,32 +208,19 @@ async fn sync(state: &AppState, leading: bool, applied: &mut HashMap<String, i64
     Ok(())
 }
 
-async fn package_of(state: &AppState, model: &str, version: i32) -> Result<String> {
-    state
-        .db
-        .query_one(
-            &Query::select()
-                .column(Versions::PackageUri)
-                .from(Versions::Table)
-                .and_where(Expr::col(Versions::Model).eq(model))
-                .and_where(Expr::col(Versions::Version).eq(version))
-                .to_owned(),
-        )
-        .await?
-        .map(|r| r.try_get::<String>("", "package_uri"))
-        .transpose()?
-        .ok_or_else(|| {
-            DeployerError::NotReady(format!("version {version} of {model} is not known yet"))
-        })
-}
-
 async fn load(state: &AppState, route: &Stored, version: u32) -> Result<crate::serving::Loaded> {
-    let package = package_of(
-        state,
+    let package = crate::deployments::package_of(
+        &state.db,
         &route.model,
         i32::try_from(version).unwrap_or(i32::MAX),
     )
-    .await?;
+    .await?
+    .ok_or_else(|| {
+        DeployerError::NotReady(format!(
+            "version {version} of {} is not known yet",
+            route.model
+        ))
+    })?;
     crate::serving::load(
         &state.artifacts,
         &route.name,
