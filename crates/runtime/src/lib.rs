@@ -24,7 +24,7 @@ pub use flywheel_auth::{ALL_PROJECTS, Principal, Role};
 pub use flywheel_db::NoMigrations;
 pub use http::{ApiError, ApiJson, ErrorCode};
 pub use kit::{ServiceKit, Storage};
-pub use main_entry::service_main;
+pub use main_entry::{install_crypto_provider, service_main};
 pub use readiness::Readiness;
 pub use settings::{HttpConfig, ServiceSettings, load_settings};
 pub use telemetry::{TelemetryConfig, TelemetryGuard};

@@ -22,8 +22,7 @@ where
     F: FnOnce(ServiceSettings, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = ServiceResult>,
 {
-    // One TLS crypto provider for the process, whatever a dependency turns on.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_crypto_provider();
     let mut config_file = std::env::var_os("FLYWHEEL_CONFIG").map(PathBuf::from);
     let mut healthcheck = false;
     let mut args = std::env::args().skip(1);
@@ -95,6 +94,12 @@ where
             }
         }
     })
+}
+
+/// Installs aws-lc-rs as the process's one TLS crypto provider, whatever a dependency turns on
+/// (first thing in every binary's `main`).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 fn usage_error(message: &str) -> ExitCode {

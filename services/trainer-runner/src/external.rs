@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use flywheel_artifacts::package::PackageLineage;
@@ -25,7 +24,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::work::{Output, Progress};
-use crate::{Runner, TrainFailure};
+use crate::{TrainFailure, Workshop};
 
 /// Parses one stdout line of the metric/progress protocol.
 fn protocol_line(line: &str) -> Option<ProtocolLine> {
@@ -109,7 +108,7 @@ async fn read_outputs(dir: &Path) -> Result<Vec<(String, Bytes)>, TrainFailure> 
 /// Runs the command and packages what it wrote.
 #[allow(clippy::too_many_lines)]
 pub(crate) async fn train(
-    runner: &Arc<Runner>,
+    workshop: &Workshop,
     dispatched: &TrainingJobDispatched,
     request: &TrainingRequested,
     dataset: Bytes,
@@ -117,7 +116,7 @@ pub(crate) async fn train(
     progress: &Progress,
     stop: CancellationToken,
 ) -> Result<Output, TrainFailure> {
-    let dir = runner
+    let dir = workshop
         .config
         .work_dir
         .join(format!("{}-{}", dispatched.job_id, dispatched.attempt));
@@ -143,7 +142,7 @@ pub(crate) async fn train(
         .unwrap_or(42);
     let params = serde_json::to_string(&request.trainer.params)
         .map_err(|e| TrainFailure::invalid(e.to_string()))?;
-    let script = if runner.config.limit_memory {
+    let script = if workshop.config.limit_memory {
         format!(
             "ulimit -v {} 2>/dev/null; {}",
             request.resources.memory_mb.saturating_mul(1024),
@@ -169,13 +168,13 @@ pub(crate) async fn train(
         .env("FLYWHEEL_JOB_ID", &dispatched.job_id)
         .env("FLYWHEEL_ATTEMPT", dispatched.attempt.to_string())
         .env("FLYWHEEL_MODEL_NAME", &request.model)
-        .env("MLFLOW_TRACKING_URI", &runner.config.registry_url)
+        .env("MLFLOW_TRACKING_URI", &workshop.config.registry_url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(token) = &runner.config.registry_token {
+    if let Some(token) = &workshop.config.registry_token {
         command.env("MLFLOW_TRACKING_TOKEN", token);
     }
     let mut child = command

@@ -12,10 +12,10 @@ use crate::Runner;
 pub(crate) async fn beat(runner: &Runner) -> Result<(), String> {
     let running = runner.running_attempts();
     let message = RunnerHeartbeat {
-        runner: runner.config.runner_id.clone(),
-        pool: runner.config.pool.clone(),
-        capacity: runner.config.capacity.clone(),
-        slots: runner.config.slots,
+        runner: runner.config().runner_id.clone(),
+        pool: runner.config().pool.clone(),
+        capacity: runner.config().capacity.clone(),
+        slots: runner.config().slots,
         running,
         finished: runner.finished_attempts(),
     };
@@ -27,10 +27,10 @@ pub(crate) async fn beat(runner: &Runner) -> Result<(), String> {
     // No longer than one interval: a beat that went to a scheduler which died before
     // answering must not hold back the next one (the scheduler counts beats, not replies).
     let wait = runner
-        .config
+        .config()
         .heartbeat
         .max(std::time::Duration::from_millis(250))
-        .min(runner.config.claim_timeout);
+        .min(runner.config().claim_timeout);
     let reply = tokio::time::timeout(wait, request)
         .await
         .map_err(|_| "no scheduler answered the heartbeat".to_owned())?
@@ -51,7 +51,7 @@ pub(crate) async fn run(runner: Arc<Runner>, shutdown: CancellationToken) -> Ser
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(runner.config.heartbeat) => {}
+            _ = tokio::time::sleep(runner.config().heartbeat) => {}
         }
     }
 }

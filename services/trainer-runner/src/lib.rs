@@ -5,11 +5,13 @@
 //! the scheduler. Heartbeats advertise pool, capacity and what runs; the scheduler's answer
 //! stops attempts that were cancelled, timed out or superseded.
 
+mod attempt;
 mod builtin;
 mod config;
 mod external;
 mod gates;
 mod heartbeat;
+mod kubernetes;
 mod registry;
 mod work;
 
@@ -24,7 +26,8 @@ use flywheel_events::control::AttemptRef;
 use flywheel_runtime::{CancellationToken, ServiceKit, ServiceResult, ServiceSettings, Storage};
 use tokio::net::TcpListener;
 
-pub use config::RunnerConfig;
+pub use attempt::attempt_main;
+pub use config::{Backend, EnvSource, KubernetesOptions, RunnerConfig, SecretVariable};
 
 /// The service name: tables, migration table, durable consumers and logs carry it.
 pub const SERVICE: &str = "trainer-runner";
@@ -34,7 +37,7 @@ pub const DEFAULT_PORT: u16 = 8082;
 
 /// Why an attempt failed: `invalid` (bad input, never retried), `error` (retried) or
 /// `timed_out`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TrainFailure {
     pub kind: &'static str,
     pub message: String,
@@ -56,13 +59,42 @@ impl TrainFailure {
     }
 }
 
+/// What an attempt needs to train, evaluate, package and upload, wherever it runs: in the
+/// runner's process or in a Kubernetes pod (`flywheel-trainer-runner attempt`).
+#[derive(Debug)]
+pub(crate) struct Workshop {
+    config: RunnerConfig,
+    artifacts: ArtifactStore,
+    http: reqwest::Client,
+}
+
+impl Workshop {
+    fn new(
+        config: RunnerConfig,
+        artifacts: ArtifactStore,
+        settings: &ServiceSettings,
+    ) -> Result<Self, flywheel_runtime::ServiceError> {
+        // It calls only the registry: its credentials go with every request.
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .default_headers(flywheel_runtime::access::service_headers(&settings.auth))
+            .build()
+            .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            artifacts,
+            http,
+        })
+    }
+}
+
 /// What the runner's tasks share.
 #[derive(Debug)]
 pub(crate) struct Runner {
-    config: RunnerConfig,
+    workshop: Workshop,
     bus: Bus,
-    artifacts: ArtifactStore,
-    http: reqwest::Client,
+    /// Set when `service.backend = "kubernetes"`: attempts run as Kubernetes Jobs.
+    cluster: Option<kubernetes::Cluster>,
     running: Mutex<HashMap<AttemptRef, CancellationToken>>,
     /// Attempts finished recently, with when (listed in heartbeats until their reports surely
     /// reached the scheduler).
@@ -74,6 +106,10 @@ pub(crate) struct Runner {
 const FINISHED_LISTED: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Runner {
+    fn config(&self) -> &RunnerConfig {
+        &self.workshop.config
+    }
+
     fn running_attempts(&self) -> Vec<AttemptRef> {
         self.running
             .lock()
@@ -130,7 +166,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> ServiceResult {
     let config = RunnerConfig::from_settings(&settings)?;
-    let registry_credentials = flywheel_runtime::access::service_headers(&settings.auth);
+    let cluster = match &config.backend {
+        Backend::Process => None,
+        Backend::Kubernetes(options) => Some(kubernetes::Cluster::connect(options.clone()).await?),
+    };
     let kit = ServiceKit::start::<flywheel_runtime::NoMigrations>(
         SERVICE,
         settings,
@@ -139,17 +178,11 @@ pub async fn run(
         Storage::Stateless,
     )
     .await?;
-    tracing::info!(runner = %config.runner_id, pool = %config.pool, slots = config.slots, "runner ready");
+    tracing::info!(runner = %config.runner_id, pool = %config.pool, slots = config.slots, backend = config.backend.name(), "runner ready");
     let runner = Arc::new(Runner {
-        config,
+        workshop: Workshop::new(config, kit.artifacts.clone(), &kit.settings)?,
         bus: kit.bus.clone(),
-        artifacts: kit.artifacts.clone(),
-        // It calls only the registry: its credentials go with every request.
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .default_headers(registry_credentials)
-            .build()
-            .map_err(|e| flywheel_runtime::ServiceError::Config(e.to_string()))?,
+        cluster,
         running: Mutex::new(HashMap::new()),
         finished: Mutex::new(Vec::new()),
         shutdown: kit.shutdown.clone(),

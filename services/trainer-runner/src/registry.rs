@@ -7,7 +7,7 @@ use bytes::Bytes;
 use flywheel_events::payloads::DatasetRef;
 use serde::Deserialize;
 
-use crate::{Runner, TrainFailure};
+use crate::{TrainFailure, Workshop};
 
 #[derive(Deserialize)]
 struct DatasetVersion {
@@ -18,14 +18,14 @@ struct DatasetVersion {
 
 /// A dataset version's bytes (verified) and format.
 pub(crate) async fn dataset(
-    runner: &Runner,
+    workshop: &Workshop,
     dataset: &DatasetRef,
 ) -> Result<(Bytes, String), TrainFailure> {
     let url = format!(
         "{}/api/v1/datasets/{}/versions/{}",
-        runner.config.registry_url, dataset.name, dataset.version
+        workshop.config.registry_url, dataset.name, dataset.version
     );
-    let response = runner
+    let response = workshop
         .http
         .get(&url)
         .send()
@@ -47,14 +47,14 @@ pub(crate) async fn dataset(
         .json()
         .await
         .map_err(|e| TrainFailure::retryable(format!("registry answer unreadable: {e}")))?;
-    let key = runner.artifacts.key_of(&version.uri).ok_or_else(|| {
+    let key = workshop.artifacts.key_of(&version.uri).ok_or_else(|| {
         TrainFailure::invalid(format!(
             "dataset stored at {} is outside this runner's artifact store {}",
             version.uri,
-            runner.artifacts.uri("")
+            workshop.artifacts.uri("")
         ))
     })?;
-    let bytes = runner
+    let bytes = workshop
         .artifacts
         .get_verified(key, &version.sha256)
         .await
@@ -80,16 +80,16 @@ struct Lineage {
 
 /// Metrics of the model's `production` version, if it has one.
 pub(crate) async fn production_metrics(
-    runner: &Runner,
+    workshop: &Workshop,
     model: &str,
 ) -> Result<Option<BTreeMap<String, f64>>, TrainFailure> {
-    let base = &runner.config.registry_url;
+    let base = &workshop.config.registry_url;
     let url = reqwest::Url::parse_with_params(
         &format!("{base}/api/2.0/mlflow/registered-models/alias"),
         &[("name", model), ("alias", "production")],
     )
     .map_err(|e| TrainFailure::invalid(format!("registry url: {e}")))?;
-    let response = runner
+    let response = workshop
         .http
         .get(url)
         .send()
@@ -108,7 +108,7 @@ pub(crate) async fn production_metrics(
         .json()
         .await
         .map_err(|e| TrainFailure::retryable(format!("registry answer unreadable: {e}")))?;
-    let lineage: Lineage = runner
+    let lineage: Lineage = workshop
         .http
         .get(format!(
             "{base}/api/v1/models/{model}/versions/{}/lineage",

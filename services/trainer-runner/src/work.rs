@@ -16,21 +16,21 @@ use flywheel_events::payloads::{
 use flywheel_events::{ContentType, Envelope, Event};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Runner, TrainFailure, builtin, external, gates, registry};
+use crate::{Runner, TrainFailure, Workshop, attempt, builtin, external, gates, registry};
 
 /// The pool's durable consumer, shared by every runner of the pool.
 pub(crate) fn consumer_spec(runner: &Runner) -> Result<ConsumerSpec, String> {
     let subject = runner
         .bus
         .subjects()
-        .jobs(&runner.config.pool)
+        .jobs(&runner.config().pool)
         .map_err(|e| e.to_string())?;
     let mut spec = ConsumerSpec::new(
         StreamKind::Jobs,
-        format!("runners-{}", runner.config.pool),
+        format!("runners-{}", runner.config().pool),
         subject,
     );
-    spec.concurrency = usize::try_from(runner.config.slots).unwrap_or(1);
+    spec.concurrency = usize::try_from(runner.config().slots).unwrap_or(1);
     // One message per slot: a busy runner holds no work another runner could start.
     spec.batch = spec.concurrency;
     spec.max_ack_pending = 10_000;
@@ -51,13 +51,38 @@ pub(crate) struct Output {
 /// Reports progress of one attempt (best effort: progress is informational).
 #[derive(Clone)]
 pub(crate) struct Progress {
-    runner: Arc<Runner>,
-    work: Envelope,
+    sink: ProgressSink,
     attempt: AttemptRef,
     last: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
+/// Where progress goes: to the scheduler over the bus, or (in a Kubernetes pod) to stdout,
+/// where the runner following the pod's log relays it.
+#[derive(Clone)]
+enum ProgressSink {
+    Bus { runner: Arc<Runner>, work: Envelope },
+    Stdout,
+}
+
 impl Progress {
+    /// Progress reported to the scheduler as caused by `work`.
+    pub(crate) fn to_bus(runner: Arc<Runner>, work: Envelope, attempt: AttemptRef) -> Self {
+        Self {
+            sink: ProgressSink::Bus { runner, work },
+            attempt,
+            last: Arc::default(),
+        }
+    }
+
+    /// Progress printed as protocol lines on stdout.
+    pub(crate) fn to_stdout(attempt: AttemptRef) -> Self {
+        Self {
+            sink: ProgressSink::Stdout,
+            attempt,
+            last: Arc::default(),
+        }
+    }
+
     /// Sends a progress report, at most one a second unless `force`.
     pub(crate) fn report(&self, fraction: f64, message: &str, force: bool) {
         self.report_metrics(fraction, message, Metrics::default(), force);
@@ -81,21 +106,27 @@ impl Progress {
             }
             *last = Some(Instant::now());
         }
-        let event = Event::TrainingJobProgress(TrainingJobProgress {
+        let progress = TrainingJobProgress {
             job_id: self.attempt.job_id.clone(),
             attempt: self.attempt.attempt,
             fraction: fraction.clamp(0.0, 1.0),
             step: None,
             message: message.to_owned(),
             metrics,
-        });
-        let envelope = Envelope::caused_by(&self.work, crate::SERVICE, event);
-        let runner = self.runner.clone();
-        tokio::spawn(async move {
-            if let Err(e) = runner.report(&envelope).await {
-                tracing::debug!(error = %e, "progress report failed");
+        };
+        match &self.sink {
+            ProgressSink::Stdout => attempt::print_progress(&progress),
+            ProgressSink::Bus { runner, work } => {
+                let event = Event::TrainingJobProgress(progress);
+                let envelope = Envelope::caused_by(work, crate::SERVICE, event);
+                let runner = runner.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runner.report(&envelope).await {
+                        tracing::debug!(error = %e, "progress report failed");
+                    }
+                });
             }
-        });
+        }
     }
 }
 
@@ -108,7 +139,7 @@ enum Claim {
 async fn claim(runner: &Runner, attempt: &AttemptRef) -> Claim {
     let message = AttemptClaim {
         attempt: attempt.clone(),
-        runner: runner.config.runner_id.clone(),
+        runner: runner.config().runner_id.clone(),
     };
     let Ok(bytes) = encode_control(&message) else {
         return Claim::NoAnswer("cannot encode claim".into());
@@ -117,7 +148,7 @@ async fn claim(runner: &Runner, attempt: &AttemptRef) -> Claim {
         .bus
         .client()
         .request(runner.bus.subjects().attempt_claims(), bytes.into());
-    match tokio::time::timeout(runner.config.claim_timeout, request).await {
+    match tokio::time::timeout(runner.config().claim_timeout, request).await {
         Err(_) => Claim::NoAnswer("no scheduler answered the claim".into()),
         Ok(Err(e)) => Claim::NoAnswer(e.to_string()),
         Ok(Ok(reply)) => match decode_control::<ClaimReply>(&reply.payload) {
@@ -155,21 +186,23 @@ pub(crate) async fn handle(runner: Arc<Runner>, delivery: Delivery) -> Outcome {
     tracing::info!(job = %attempt.job_id, attempt = attempt.attempt, model = %request.model, "attempt started");
     let stop = runner.start(&attempt);
     let started = Instant::now();
-    let progress = Progress {
-        runner: runner.clone(),
-        work: work.clone(),
-        attempt: attempt.clone(),
-        last: Arc::default(),
-    };
+    let progress = Progress::to_bus(runner.clone(), work.clone(), attempt.clone());
     let timeout = Duration::from_secs(dispatched.timeout_seconds.max(1));
     let result = tokio::select! {
-        result = execute(&runner, dispatched, &request, &progress, stop.clone()) => Some(result),
+        result = run_attempt(&runner, dispatched, &request, &progress, stop.clone(), started) => Some(result),
         () = stop.cancelled() => None,
         () = tokio::time::sleep(timeout) => Some(Err(TrainFailure {
             kind: "timed_out",
             message: format!("ran past its limit of {} s", timeout.as_secs()),
         })),
     };
+    if let Some(cluster) = &runner.cluster {
+        // Stopped, timed out or shutting down: the Job must not run on (a retry has its own).
+        let finished = matches!(&result, Some(Ok(_)) | Some(Err(TrainFailure { kind: "invalid" | "error", .. })));
+        if !finished {
+            cluster.delete(dispatched).await;
+        }
+    }
     runner.finish(&attempt);
     let event = match result {
         // Shutting down: say so, so the scheduler retries now rather than after the timeout.
@@ -181,10 +214,7 @@ pub(crate) async fn handle(runner: Arc<Runner>, delivery: Delivery) -> Outcome {
             tracing::warn!(job = %attempt.job_id, attempt = attempt.attempt, "attempt stopped");
             return Outcome::Ack;
         }
-        Some(Ok(output)) => match completed(&runner, dispatched, &request, output, started).await {
-            Ok(event) => event,
-            Err(failure) => failed(dispatched, &failure),
-        },
+        Some(Ok(event)) => event,
         Some(Err(failure)) => failed(dispatched, &failure),
     };
     let report = Envelope::caused_by(&work, crate::SERVICE, event);
@@ -217,8 +247,28 @@ fn failed(dispatched: &TrainingJobDispatched, failure: &TrainFailure) -> Event {
     })
 }
 
-async fn execute(
+/// Runs one attempt where the runner's backend runs it; the result event or why it failed.
+async fn run_attempt(
     runner: &Arc<Runner>,
+    dispatched: &TrainingJobDispatched,
+    request: &TrainingRequested,
+    progress: &Progress,
+    stop: CancellationToken,
+    started: Instant,
+) -> Result<Event, TrainFailure> {
+    match &runner.cluster {
+        Some(cluster) => cluster.run(dispatched, progress).await,
+        None => {
+            let workshop = &runner.workshop;
+            let output = execute(workshop, dispatched, request, progress, stop).await?;
+            completed(workshop, dispatched, request, output, started).await
+        }
+    }
+}
+
+/// Trains in this process (built-in trainers) or a child process (external trainers).
+pub(crate) async fn execute(
+    workshop: &Workshop,
     dispatched: &TrainingJobDispatched,
     request: &TrainingRequested,
     progress: &Progress,
@@ -233,11 +283,11 @@ async fn execute(
         }
     }
     progress.report(0.0, "fetching the dataset", true);
-    let (bytes, format) = registry::dataset(runner, &request.dataset).await?;
+    let (bytes, format) = registry::dataset(workshop, &request.dataset).await?;
     match request.trainer.kind.as_str() {
         "builtin" => builtin::train(request, bytes, &format, progress).await,
         "external" => {
-            external::train(runner, dispatched, request, bytes, &format, progress, stop).await
+            external::train(workshop, dispatched, request, bytes, &format, progress, stop).await
         }
         other => Err(TrainFailure::invalid(format!(
             "unknown trainer kind `{other}`"
@@ -245,15 +295,16 @@ async fn execute(
     }
 }
 
-async fn completed(
-    runner: &Runner,
+/// Evaluates the gates, uploads the package and describes the result.
+pub(crate) async fn completed(
+    workshop: &Workshop,
     dispatched: &TrainingJobDispatched,
     request: &TrainingRequested,
     output: Output,
     started: Instant,
 ) -> Result<Event, TrainFailure> {
     let production = if request.gates.iter().any(|g| g.op == "no_regression") {
-        registry::production_metrics(runner, &request.model).await?
+        registry::production_metrics(workshop, &request.model).await?
     } else {
         None
     };
@@ -271,7 +322,7 @@ async fn completed(
         &output.files,
     )
     .map_err(|e| TrainFailure::invalid(format!("packaging: {e}")))?;
-    let stored = package::upload(&runner.artifacts, &manifest, &output.files)
+    let stored = package::upload(&workshop.artifacts, &manifest, &output.files)
         .await
         .map_err(|e| TrainFailure::retryable(format!("uploading the package: {e}")))?;
     let seconds = started.elapsed().as_secs_f64();
