@@ -134,8 +134,8 @@ async fn run(
     settings: &ServiceSettings,
     dispatched: &TrainingJobDispatched,
 ) -> Result<TrainingJobCompleted, TrainFailure> {
-    let config = RunnerConfig::from_settings(settings)
-        .map_err(|e| TrainFailure::invalid(e.to_string()))?;
+    let config =
+        RunnerConfig::from_settings(settings).map_err(|e| TrainFailure::invalid(e.to_string()))?;
     if !matches!(config.backend, Backend::Process) {
         return Err(TrainFailure::invalid(
             "service.backend must be `process` inside a training pod",
@@ -143,8 +143,8 @@ async fn run(
     }
     let artifacts = ArtifactStore::from_config(&settings.artifacts)
         .map_err(|e| TrainFailure::invalid(format!("artifacts: {e}")))?;
-    let workshop =
-        Workshop::new(config, artifacts, settings).map_err(|e| TrainFailure::invalid(e.to_string()))?;
+    let workshop = Workshop::new(config, artifacts, settings)
+        .map_err(|e| TrainFailure::invalid(e.to_string()))?;
     let request = dispatched
         .request
         .clone()

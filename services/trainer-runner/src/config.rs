@@ -41,7 +41,7 @@ pub enum Backend {
     /// In the runner's process (built-in trainers) or its child processes (external ones).
     Process,
     /// Each attempt as a Kubernetes `Job` running `flywheel-trainer-runner attempt`.
-    Kubernetes(KubernetesOptions),
+    Kubernetes(Box<KubernetesOptions>),
 }
 
 impl Backend {
@@ -234,7 +234,10 @@ impl RunnerConfig {
         };
         config.backend = match settings.option("backend", "process".to_owned())?.as_str() {
             "process" => Backend::Process,
-            "kubernetes" => Backend::Kubernetes(kubernetes_options(settings, &config.registry_url)?),
+            "kubernetes" => Backend::Kubernetes(Box::new(kubernetes_options(
+                settings,
+                &config.registry_url,
+            )?)),
             other => {
                 return Err(ServiceError::Config(format!(
                     "service.backend: expected `process` or `kubernetes`, got `{other}`"

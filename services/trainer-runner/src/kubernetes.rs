@@ -18,10 +18,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client, Config};
 
+use crate::TrainFailure;
 use crate::attempt::{PROGRESS_LINE, PodResult};
 use crate::config::KubernetesOptions;
 use crate::work::Progress;
-use crate::TrainFailure;
 
 pub(crate) use manifest::job_name;
 
@@ -103,7 +103,9 @@ impl Cluster {
         let name = job_name(&dispatched.job_id, dispatched.attempt);
         let job = manifest::job(&self.options, dispatched, &name)?;
         match self.jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => tracing::info!(job = %dispatched.job_id, attempt = dispatched.attempt, k8s_job = %name, "Kubernetes Job created"),
+            Ok(_) => {
+                tracing::info!(job = %dispatched.job_id, attempt = dispatched.attempt, k8s_job = %name, "Kubernetes Job created")
+            }
             // The same attempt again (a redelivered work message): follow the Job already there.
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::info!(k8s_job = %name, "Kubernetes Job exists; following it");
@@ -180,7 +182,9 @@ impl Cluster {
         match self.jobs.delete(&name, &DeleteParams::background()).await {
             Ok(_) => tracing::info!(k8s_job = %name, "Kubernetes Job deleted"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => tracing::warn!(k8s_job = %name, error = %e, "cannot delete the Kubernetes Job"),
+            Err(e) => {
+                tracing::warn!(k8s_job = %name, error = %e, "cannot delete the Kubernetes Job")
+            }
         }
     }
 
@@ -194,14 +198,11 @@ impl Cluster {
             .await?;
         // With backoffLimit 0 there is one pod; should Kubernetes have replaced one, the
         // newest is the one that counts.
-        let pod = pods
-            .items
-            .into_iter()
-            .max_by(|a, b| {
-                a.metadata
-                    .creation_timestamp
-                    .cmp(&b.metadata.creation_timestamp)
-            });
+        let pod = pods.items.into_iter().max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        });
         Ok(look_at(&job, pod.as_ref()))
     }
 
@@ -263,9 +264,11 @@ async fn relay_progress(pods: Api<Pod>, pod: String, progress: Progress) {
 /// Maps a Job and its newest pod to what the attempt is doing.
 pub(crate) fn look_at(job: &Job, pod: Option<&Pod>) -> Look {
     let status = job.status.clone().unwrap_or_default();
-    let failed_condition = status.conditions.iter().flatten().find(|c| {
-        c.status == "True" && (c.type_ == "Failed" || c.type_ == "FailureTarget")
-    });
+    let failed_condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "True" && (c.type_ == "Failed" || c.type_ == "FailureTarget"));
     let pod_name = pod.and_then(|p| p.metadata.name.clone());
     if status.succeeded.unwrap_or(0) > 0 {
         return Look::Finished {
@@ -324,7 +327,10 @@ fn terminated_container(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     let status = statuses.iter().find(|s| s.name == CONTAINER)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
-    let reason = terminated.reason.clone().unwrap_or_else(|| "terminated".into());
+    let reason = terminated
+        .reason
+        .clone()
+        .unwrap_or_else(|| "terminated".into());
     let detail = terminated
         .message
         .as_deref()
@@ -361,7 +367,10 @@ fn pending_reason(pod: &Pod) -> String {
         Some(waiting) => format!(
             "{}{}",
             waiting.reason.unwrap_or_else(|| "waiting".into()),
-            waiting.message.map(|m| format!(": {m}")).unwrap_or_default()
+            waiting
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
         ),
         None => "pod pending".into(),
     }
@@ -389,7 +398,10 @@ mod tests {
 
     #[test]
     fn job_and_pod_states_map_to_attempt_states() {
-        assert_eq!(look_at(&job(serde_json::json!({})), None), Look::Pending("no pod yet".into()));
+        assert_eq!(
+            look_at(&job(serde_json::json!({})), None),
+            Look::Pending("no pod yet".into())
+        );
         let unschedulable = pod(serde_json::json!({"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}));
@@ -399,9 +411,11 @@ mod tests {
                 "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()
             )
         );
-        let pulling = pod(serde_json::json!({"phase": "Pending", "containerStatuses": [{
+        let pulling = pod(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
             "name": "train", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
-            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]}));
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]}),
+        );
         assert_eq!(
             look_at(&job(serde_json::json!({"active": 1})), Some(&pulling)),
             Look::Pending("ImagePullBackOff: Back-off pulling image \"x\"".into())
@@ -413,23 +427,40 @@ mod tests {
         );
         assert_eq!(
             look_at(&job(serde_json::json!({"succeeded": 1})), Some(&running)),
-            Look::Finished { pod: Some("j-abcde".into()), failure: None }
+            Look::Finished {
+                pod: Some("j-abcde".into()),
+                failure: None
+            }
         );
-        let oom = pod(serde_json::json!({"phase": "Failed", "containerStatuses": [{
+        let oom = pod(
+            serde_json::json!({"phase": "Failed", "containerStatuses": [{
             "name": "train", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
-            "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}));
+            "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}),
+        );
         let failed = job(serde_json::json!({"failed": 1, "conditions": [{
             "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
             "message": "Job has reached the specified backoff limit"}]}));
-        let Look::Finished { failure: Some(failure), .. } = look_at(&failed, Some(&oom)) else {
+        let Look::Finished {
+            failure: Some(failure),
+            ..
+        } = look_at(&failed, Some(&oom))
+        else {
             panic!("finished expected");
         };
         assert_eq!(failure.kind, "error");
-        assert!(failure.message.contains("OOMKilled, exit code 137"), "{}", failure.message);
+        assert!(
+            failure.message.contains("OOMKilled, exit code 137"),
+            "{}",
+            failure.message
+        );
         let deadline = job(serde_json::json!({"failed": 1, "conditions": [{
             "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
             "message": "Job was active longer than specified deadline"}]}));
-        let Look::Finished { failure: Some(failure), .. } = look_at(&deadline, None) else {
+        let Look::Finished {
+            failure: Some(failure),
+            ..
+        } = look_at(&deadline, None)
+        else {
             panic!("finished expected");
         };
         assert_eq!(failure.kind, "timed_out");

@@ -168,7 +168,9 @@ pub async fn run(
     let config = RunnerConfig::from_settings(&settings)?;
     let cluster = match &config.backend {
         Backend::Process => None,
-        Backend::Kubernetes(options) => Some(kubernetes::Cluster::connect(options.clone()).await?),
+        Backend::Kubernetes(options) => {
+            Some(kubernetes::Cluster::connect(options.as_ref().clone()).await?)
+        }
     };
     let kit = ServiceKit::start::<flywheel_runtime::NoMigrations>(
         SERVICE,

@@ -60,7 +60,10 @@ pub(crate) struct Progress {
 /// where the runner following the pod's log relays it.
 #[derive(Clone)]
 enum ProgressSink {
-    Bus { runner: Arc<Runner>, work: Envelope },
+    Bus {
+        runner: Arc<Runner>,
+        work: Box<Envelope>,
+    },
     Stdout,
 }
 
@@ -68,7 +71,10 @@ impl Progress {
     /// Progress reported to the scheduler as caused by `work`.
     pub(crate) fn to_bus(runner: Arc<Runner>, work: Envelope, attempt: AttemptRef) -> Self {
         Self {
-            sink: ProgressSink::Bus { runner, work },
+            sink: ProgressSink::Bus {
+                runner,
+                work: Box::new(work),
+            },
             attempt,
             last: Arc::default(),
         }
@@ -198,7 +204,14 @@ pub(crate) async fn handle(runner: Arc<Runner>, delivery: Delivery) -> Outcome {
     };
     if let Some(cluster) = &runner.cluster {
         // Stopped, timed out or shutting down: the Job must not run on (a retry has its own).
-        let finished = matches!(&result, Some(Ok(_)) | Some(Err(TrainFailure { kind: "invalid" | "error", .. })));
+        let finished = matches!(
+            &result,
+            Some(Ok(_))
+                | Some(Err(TrainFailure {
+                    kind: "invalid" | "error",
+                    ..
+                }))
+        );
         if !finished {
             cluster.delete(dispatched).await;
         }
@@ -287,7 +300,10 @@ pub(crate) async fn execute(
     match request.trainer.kind.as_str() {
         "builtin" => builtin::train(request, bytes, &format, progress).await,
         "external" => {
-            external::train(workshop, dispatched, request, bytes, &format, progress, stop).await
+            external::train(
+                workshop, dispatched, request, bytes, &format, progress, stop,
+            )
+            .await
         }
         other => Err(TrainFailure::invalid(format!(
             "unknown trainer kind `{other}`"

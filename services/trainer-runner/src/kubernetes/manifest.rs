@@ -35,7 +35,7 @@ pub(crate) fn job_name(job_id: &str, attempt: u32) -> String {
 fn quantities(resources: &Resources, gpu_resource: &str) -> (Value, Value) {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let millis = (resources.cpu.max(0.001) * 1000.0).round() as u64;
-    let cpu = if millis % 1000 == 0 {
+    let cpu = if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -171,14 +171,21 @@ mod tests {
     #[test]
     fn names_are_dns_labels_and_stable() {
         let name = job_name("0192F3A4-7B8C-7D9E-8F01-23456789ABCD", 4_294_967_295);
-        assert_eq!(name, "flywheel-train-0192f3a4-7b8c-7d9e-8f01-23456789abcd-4294967295");
+        assert_eq!(
+            name,
+            "flywheel-train-0192f3a4-7b8c-7d9e-8f01-23456789abcd-4294967295"
+        );
         assert!(name.len() <= 63, "{}", name.len());
         assert_eq!(job_name("a/b", 2), "flywheel-train-a-b-2");
     }
 
     #[test]
     fn quantities_are_kubernetes_quantities() {
-        let resources = |cpu, memory_mb, gpu| Resources { cpu, memory_mb, gpu };
+        let resources = |cpu, memory_mb, gpu| Resources {
+            cpu,
+            memory_mb,
+            gpu,
+        };
         let (requests, limits) = quantities(&resources(1.5, 512, 0), "nvidia.com/gpu");
         assert_eq!(requests, json!({"cpu": "1500m", "memory": "512Mi"}));
         assert_eq!(limits, json!({"memory": "512Mi"}));
