@@ -97,6 +97,26 @@ def main():
             errors.append(f"{name}: no PodDisruptionBudget")
         if deployment["spec"].get("replicas", 1) < 2 and name != "trainer-runner":
             errors.append(f"{name}: fewer than 2 replicas")
+    # The Kubernetes training backend: its pods run the image the kustomization deploys, and
+    # its service account may do what the runner does with Jobs.
+    jobs_runner = resources.get(("Deployment", "trainer-runner-jobs"))
+    if jobs_runner is None:
+        errors.append("trainer-runner-jobs: no Deployment")
+    else:
+        spec = jobs_runner["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+        image = kustomization["images"][0]
+        if env.get("FLYWHEEL__SERVICE__BACKEND") != "kubernetes":
+            errors.append("trainer-runner-jobs: backend is not kubernetes")
+        if env.get("FLYWHEEL__SERVICE__K8S_IMAGE") != f"{image['newName']}:{image['newTag']}":
+            errors.append("trainer-runner-jobs: k8s_image differs from the kustomization's image")
+        role = resources.get(("Role", spec.get("serviceAccountName")))
+        granted = {(g, r, v) for rule in (role or {}).get("rules", []) for g in rule["apiGroups"]
+                   for r in rule["resources"] for v in rule["verbs"]}
+        needed = {("batch", "jobs", v) for v in ["create", "get", "list", "delete"]} | \
+            {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
+        if not needed <= granted:
+            errors.append(f"trainer-runner-jobs: its Role lacks {sorted(needed - granted)}")
     hpa = resources.get(("HorizontalPodAutoscaler", "deployer"))
     if hpa is None or hpa["spec"]["scaleTargetRef"]["name"] != "deployer":
         errors.append("deployer: no HorizontalPodAutoscaler")
