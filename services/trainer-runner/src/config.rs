@@ -82,6 +82,10 @@ pub struct KubernetesOptions {
     pub keep_finished_secs: i32,
     /// The registry as the pods reach it (`k8s_registry_url`, default `registry_url`).
     pub registry_url: String,
+    /// `k8s_runner_pod` and `k8s_runner_pod_uid`: the runner's own pod (downward API). Its Jobs
+    /// are labelled with it and owned by it, so they go when the pod goes, and a restarted
+    /// runner deletes the unfinished Jobs its previous process left (their attempts are retried).
+    pub runner_pod: Option<(String, Option<String>)>,
 }
 
 /// One `envFrom` source of the training pods.
@@ -189,6 +193,8 @@ fn kubernetes_options(
         poll,
         keep_finished_secs: settings.option("k8s_keep_finished_secs", 3_600)?,
         registry_url: optional("k8s_registry_url")?.unwrap_or_else(|| registry_url.to_owned()),
+        runner_pod: optional("k8s_runner_pod")?
+            .map(|pod| (pod, optional("k8s_runner_pod_uid").ok().flatten())),
     })
 }
 

@@ -24,6 +24,7 @@ use crate::config::KubernetesOptions;
 use crate::work::Progress;
 
 pub(crate) use manifest::job_name;
+use manifest::{RUNNER_POD_LABEL, label_value};
 
 /// The training container's name in every Job.
 const CONTAINER: &str = "train";
@@ -174,6 +175,44 @@ impl Cluster {
             follower.abort();
         }
         outcome
+    }
+
+    /// Deletes the unfinished Jobs an earlier process in this runner's pod created: that process
+    /// is gone, so the scheduler retries their attempts, and they would only train twice.
+    pub(crate) async fn remove_orphans(&self) {
+        let Some((pod, _)) = &self.options.runner_pod else {
+            return;
+        };
+        let selector = format!("{RUNNER_POD_LABEL}={}", label_value(pod));
+        let jobs = match self
+            .jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(jobs) => jobs.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this pod's earlier Kubernetes Jobs");
+                return;
+            }
+        };
+        for job in jobs {
+            let status = job.status.unwrap_or_default();
+            let finished = status.succeeded.unwrap_or(0) > 0 || status.failed.unwrap_or(0) > 0;
+            let Some(name) = job.metadata.name else {
+                continue;
+            };
+            if finished {
+                continue;
+            }
+            match self.jobs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    tracing::info!(k8s_job = %name, "deleted a Job left by this pod's previous runner process")
+                }
+                Err(e) => {
+                    tracing::warn!(k8s_job = %name, error = %e, "cannot delete a left-over Job")
+                }
+            }
+        }
     }
 
     /// Deletes the attempt's Job and its pod (stopped, timed out, or the runner shuts down).

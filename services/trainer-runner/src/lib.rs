@@ -169,7 +169,9 @@ pub async fn run(
     let cluster = match &config.backend {
         Backend::Process => None,
         Backend::Kubernetes(options) => {
-            Some(kubernetes::Cluster::connect(options.as_ref().clone()).await?)
+            let cluster = kubernetes::Cluster::connect(options.as_ref().clone()).await?;
+            cluster.remove_orphans().await;
+            Some(cluster)
         }
     };
     let kit = ServiceKit::start::<flywheel_runtime::NoMigrations>(

@@ -352,6 +352,32 @@ async fn job(
     }
 }
 
+async fn list_jobs(
+    State(cluster): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
+) -> Response {
+    cluster.record(Method::GET, &uri, &query, Value::Null);
+    let selector = query.get("labelSelector").cloned().unwrap_or_default();
+    let Some((label, value)) = selector.split_once('=') else {
+        return status(400, "BadRequest", format!("unexpected selector {selector}"));
+    };
+    let Ok(jobs) = cluster.jobs.lock() else {
+        return status(500, "InternalError", "poisoned".into());
+    };
+    let items: Vec<Value> = jobs
+        .values()
+        .filter(|job| job.manifest["metadata"]["labels"][label] == value)
+        .map(|job| {
+            let mut body = job.manifest.clone();
+            body["status"] = FakeCluster::job_status(&FakeCluster::pod_status(&job.pod));
+            body
+        })
+        .collect();
+    axum::Json(json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": items}))
+        .into_response()
+}
+
 async fn pods(
     State(cluster): State<Shared>,
     Path(namespace): Path<String>,
@@ -430,7 +456,7 @@ async fn start_fake(cluster: Shared) -> anyhow::Result<String> {
     let app = Router::new()
         .route(
             "/apis/batch/v1/namespaces/{namespace}/jobs",
-            axum::routing::post(create_job),
+            axum::routing::post(create_job).get(list_jobs),
         )
         .route(
             "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
@@ -451,8 +477,41 @@ async fn start_fake(cluster: Shared) -> anyhow::Result<String> {
     Ok(base)
 }
 
-/// A stack whose runner runs attempts as Jobs on the scripted cluster.
-async fn kubernetes_stack(behaviours: &[(&str, Behaviour)]) -> anyhow::Result<(Stack, Shared)> {
+const RUNNER_POD: &str = "trainer-runner-jobs-7d9f8-x2x4q";
+const RUNNER_POD_UID: &str = "0c6e8f3a-5b1d-4e47-9a53-0f3f5ad1b6c2";
+
+/// A runner running attempts as Jobs on the scripted cluster at `api`.
+fn runner_options(api: &str) -> Vec<(&'static str, String)> {
+    [
+        ("backend", "kubernetes"),
+        ("k8s_api_url", api),
+        ("k8s_namespace", NAMESPACE),
+        ("k8s_image", "flywheel:test"),
+        ("k8s_poll_ms", "200"),
+        (
+            "k8s_secret_env",
+            "FLYWHEEL__ARTIFACTS__S3__ACCESS_KEY_ID=flywheel/s3-access-key-id,\
+             FLYWHEEL__ARTIFACTS__S3__SECRET_ACCESS_KEY=flywheel/s3-secret-access-key",
+        ),
+        ("k8s_runner_pod", RUNNER_POD),
+        ("k8s_runner_pod_uid", RUNNER_POD_UID),
+        ("gpu", "2"),
+        ("slots", "4"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect()
+}
+
+fn pairs<'a>(options: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    options.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A stack and the scripted cluster; the runner is started too when `runner`.
+async fn kubernetes_stack(
+    behaviours: &[(&str, Behaviour)],
+    runner: bool,
+) -> anyhow::Result<(Stack, Shared, Vec<(&'static str, String)>)> {
     let mut stack = Stack::start(true, &[]).await?;
     // What the cluster holds for the pods: the shared ConfigMap (artifact store, telemetry)
     // and the Secret with the S3 keys, as deploy/kubernetes has them.
@@ -494,23 +553,11 @@ async fn kubernetes_stack(behaviours: &[(&str, Behaviour)]) -> anyhow::Result<(S
         recorded: Mutex::default(),
     });
     let api = start_fake(cluster.clone()).await?;
-    stack
-        .start_runner(&[
-            ("backend", "kubernetes"),
-            ("k8s_api_url", &api),
-            ("k8s_namespace", NAMESPACE),
-            ("k8s_image", "flywheel:test"),
-            ("k8s_poll_ms", "200"),
-            (
-                "k8s_secret_env",
-                "FLYWHEEL__ARTIFACTS__S3__ACCESS_KEY_ID=flywheel/s3-access-key-id,\
-                 FLYWHEEL__ARTIFACTS__S3__SECRET_ACCESS_KEY=flywheel/s3-secret-access-key",
-            ),
-            ("gpu", "2"),
-            ("slots", "4"),
-        ])
-        .await?;
-    Ok((stack, cluster))
+    let options = runner_options(&api);
+    if runner {
+        stack.start_runner(&pairs(&options)).await?;
+    }
+    Ok((stack, cluster, options))
 }
 
 fn posts_of(cluster: &FakeCluster, model: &str) -> Vec<Value> {
@@ -525,7 +572,7 @@ fn posts_of(cluster: &FakeCluster, model: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn an_attempt_runs_as_a_kubernetes_job_and_registers_its_version() -> anyhow::Result<()> {
-    let (stack, cluster) = kubernetes_stack(&[]).await?;
+    let (stack, cluster, _) = kubernetes_stack(&[], true).await?;
     let dataset = stack.push_dataset("customers", &binary_csv()).await?;
     let mut req = request(
         "k8s-1",
@@ -574,6 +621,11 @@ async fn an_attempt_runs_as_a_kubernetes_job_and_registers_its_version() -> anyh
         id.as_str()
     );
     assert_eq!(body["spec"]["backoffLimit"], 0);
+    assert_eq!(
+        body["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": RUNNER_POD, "uid": RUNNER_POD_UID}]),
+        "the Job goes when the runner's pod goes"
+    );
     assert_eq!(body["spec"]["activeDeadlineSeconds"], 120);
     let pod = &body["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
@@ -648,11 +700,14 @@ async fn an_attempt_runs_as_a_kubernetes_job_and_registers_its_version() -> anyh
 
 #[tokio::test]
 async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
-    let (stack, cluster) = kubernetes_stack(&[
-        ("oom", Behaviour::OomKilled),
-        ("huge", Behaviour::Refused),
-        ("stuck", Behaviour::Unschedulable),
-    ])
+    let (stack, cluster, _) = kubernetes_stack(
+        &[
+            ("oom", Behaviour::OomKilled),
+            ("huge", Behaviour::Refused),
+            ("stuck", Behaviour::Unschedulable),
+        ],
+        true,
+    )
     .await?;
     let dataset = stack.push_dataset("customers", &binary_csv()).await?;
     let builtin = |target: &str| json!({"kind": "builtin", "name": "logistic_regression", "params": {"target": target}});
@@ -774,6 +829,85 @@ async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
             .map(|j| !j.contains_key(&format!("flywheel-train-{stuck_id}-1")))
             .unwrap_or(false),
         "gone from the cluster"
+    );
+    stack.stop().await
+}
+
+#[tokio::test]
+async fn a_restarted_runner_deletes_the_jobs_its_killed_process_left() -> anyhow::Result<()> {
+    let (mut stack, cluster, options) = kubernetes_stack(&[], false).await?;
+    let dataset = stack.push_dataset("events", b"a,b\n1,2\n3,4\n").await?;
+    // The first attempt trains "forever"; the retry finds the marker and finishes at once.
+    let marker = stack.dir.path().join("first-attempt-started");
+    let trainer = json!({"kind": "external", "name": format!(
+        "if [ -e {m} ]; then echo w > \"$FLYWHEEL_OUTPUT_DIR/model.bin\"; echo FLYWHEEL_METRIC accuracy 0.9; \
+         else touch {m}; sleep 120; fi", m = marker.display())});
+    let mut runner = stack.spawn_runner_process(&pairs(&options))?;
+    let job = stack
+        .submit(
+            request("k8s-orphan", "orphan", ("events", &dataset), trainer),
+            "default",
+        )
+        .await?;
+    let id = job["job_id"].as_str().unwrap_or_default().to_owned();
+    let first = format!("flywheel-train-{id}-1");
+    let deadline = Instant::now() + MINUTE;
+    while !marker.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the first attempt's pod never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The runner process dies; its pod (and the Job it created) stay.
+    runner.kill()?;
+    runner.wait()?;
+    assert!(
+        cluster
+            .jobs
+            .lock()
+            .map(|j| j.contains_key(&first))
+            .unwrap_or(false)
+    );
+    assert!(
+        !cluster
+            .recorded()
+            .iter()
+            .any(|r| r.method == Method::DELETE)
+    );
+    // Restarted in the same pod: it deletes the left-over Job before taking work.
+    stack.start_runner(&pairs(&options)).await?;
+    let deletes: Vec<String> = cluster
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method == Method::DELETE)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![format!(
+            "/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{first}"
+        )],
+        "exactly the orphan, at start"
+    );
+    // The scheduler retries the lost attempt as attempt 2, in its own Job.
+    let done = stack.wait_job(&id, None, MINUTE).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let names: Vec<Value> = posts_of(&cluster, "orphan")
+        .iter()
+        .map(|b| b["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![json!(first), json!(format!("flywheel-train-{id}-2"))]
+    );
+    assert_eq!(
+        stack
+            .wait_versions("orphan", 1, Duration::from_secs(20))
+            .await?
+            .len(),
+        1
     );
     stack.stop().await
 }

@@ -13,6 +13,9 @@ use super::CONTAINER;
 /// Where the pod's external trainers get their work directory (an `emptyDir`).
 const SCRATCH: &str = "/scratch";
 
+/// The label naming the runner pod that created a Job.
+pub(crate) const RUNNER_POD_LABEL: &str = "flywheel.dev/runner-pod";
+
 /// `flywheel-train-<job id>-<attempt>`: one Job per attempt, a valid DNS label (≤ 63
 /// characters) that the same attempt always maps to.
 pub(crate) fn job_name(job_id: &str, attempt: u32) -> String {
@@ -54,7 +57,7 @@ fn quantities(resources: &Resources, gpu_resource: &str) -> (Value, Value) {
 }
 
 /// A label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
-fn label_value(value: &str) -> String {
+pub(crate) fn label_value(value: &str) -> String {
     let cleaned: String = value
         .chars()
         .map(|c| {
@@ -84,13 +87,20 @@ pub(crate) fn job(
     let spec = serde_json::to_string(dispatched)
         .map_err(|e| TrainFailure::invalid(format!("encoding the attempt: {e}")))?;
     let (requests, limits) = quantities(&request.resources, &options.gpu_resource);
-    let labels = json!({
+    let mut labels = json!({
         "app.kubernetes.io/name": "flywheel-training",
         "app.kubernetes.io/managed-by": "flywheel-trainer-runner",
         "flywheel.dev/job-id": label_value(&dispatched.job_id),
         "flywheel.dev/attempt": dispatched.attempt.to_string(),
         "flywheel.dev/pool": label_value(&dispatched.pool),
     });
+    let mut owners = Vec::new();
+    if let Some((pod, uid)) = &options.runner_pod {
+        labels[RUNNER_POD_LABEL] = json!(label_value(pod));
+        if let Some(uid) = uid {
+            owners.push(json!({"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}));
+        }
+    }
     let mut env = vec![
         json!({"name": SPEC_VARIABLE, "value": spec}),
         // Explicit variables win over envFrom: the pod trains itself, wherever the runner's
@@ -148,6 +158,7 @@ pub(crate) fn job(
         "metadata": {
             "name": name,
             "labels": labels,
+            "ownerReferences": owners,
             "annotations": {
                 "flywheel.dev/model": request.model,
                 "flywheel.dev/request-id": request.request_id,
