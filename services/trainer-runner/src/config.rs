@@ -77,6 +77,9 @@ pub struct KubernetesOptions {
     pub gpu_resource: String,
     /// `k8s_poll_ms`: how often a Job's status is read.
     pub poll: Duration,
+    /// `k8s_stuck_after_secs`: how long a pod may wait on something only a person can fix
+    /// (image pull, missing Secret key) before the attempt fails and its Job is deleted.
+    pub stuck_after: Duration,
     /// `k8s_keep_finished_secs`: how long finished Jobs (and their logs) stay
     /// (`ttlSecondsAfterFinished`).
     pub keep_finished_secs: i32,
@@ -191,6 +194,7 @@ fn kubernetes_options(
         )?,
         gpu_resource: settings.option("k8s_gpu_resource", "nvidia.com/gpu".to_owned())?,
         poll,
+        stuck_after: Duration::from_secs(settings.option("k8s_stuck_after_secs", 300)?),
         keep_finished_secs: settings.option("k8s_keep_finished_secs", 3_600)?,
         registry_url: optional("k8s_registry_url")?.unwrap_or_else(|| registry_url.to_owned()),
         runner_pod: optional("k8s_runner_pod")?

@@ -29,6 +29,23 @@ use manifest::{RUNNER_POD_LABEL, label_value};
 /// The training container's name in every Job.
 const CONTAINER: &str = "train";
 
+/// Waiting reasons that only a person can clear (a wrong image, a missing Secret key), unlike
+/// `Unschedulable`, which a node freeing up or an autoscaler may clear.
+const STUCK_REASONS: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+fn needs_a_person(reason: &str) -> bool {
+    STUCK_REASONS
+        .iter()
+        .any(|stuck| reason.split(':').next() == Some(stuck))
+}
+
 /// A Kubernetes namespace the runner creates training Jobs in.
 #[derive(Clone)]
 pub(crate) struct Cluster {
@@ -120,6 +137,7 @@ impl Cluster {
         );
         let mut follower: Option<tokio::task::JoinHandle<()>> = None;
         let mut waiting_for = String::new();
+        let mut stuck_since: Option<std::time::Instant> = None;
         let mut failed_looks = 0u32;
         let outcome = loop {
             match self.look(&name).await {
@@ -139,6 +157,19 @@ impl Cluster {
                 }
                 Ok(Look::Pending(reason)) => {
                     failed_looks = 0;
+                    if !needs_a_person(&reason) {
+                        stuck_since = None;
+                    } else if stuck_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        >= self.options.stuck_after
+                    {
+                        self.delete(dispatched).await;
+                        break Err(TrainFailure::retryable(format!(
+                            "the pod of Kubernetes Job {name} could not start for {} s: {reason}",
+                            self.options.stuck_after.as_secs()
+                        )));
+                    }
                     if reason != waiting_for {
                         progress.report(0.0, &format!("waiting for Kubernetes: {reason}"), true);
                         waiting_for = reason;
@@ -459,6 +490,10 @@ mod tests {
             look_at(&job(serde_json::json!({"active": 1})), Some(&pulling)),
             Look::Pending("ImagePullBackOff: Back-off pulling image \"x\"".into())
         );
+        assert!(needs_a_person(
+            "ImagePullBackOff: Back-off pulling image \"x\""
+        ));
+        assert!(!needs_a_person("Unschedulable: 0/3 nodes are available"));
         let running = pod(serde_json::json!({"phase": "Running"}));
         assert_eq!(
             look_at(&job(serde_json::json!({"active": 1})), Some(&running)),

@@ -43,6 +43,8 @@ enum Behaviour {
     OomKilled,
     /// Refused at admission (422), as a LimitRange would.
     Refused,
+    /// Its image cannot be pulled.
+    BadImage,
 }
 
 #[derive(Debug)]
@@ -223,6 +225,9 @@ impl FakeCluster {
                 "conditions": [{"type": "PodScheduled", "status": "False",
                     "reason": "Unschedulable",
                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}),
+            Behaviour::BadImage => json!({"phase": "Pending", "containerStatuses": container(
+                json!({"waiting": {"reason": "ImagePullBackOff",
+                    "message": "Back-off pulling image \"flywheel:test\""}}))}),
             Behaviour::OomKilled if pod.started.elapsed() < Duration::from_secs(1) => {
                 json!({"phase": "Running", "containerStatuses": container(json!({"running": {}}))})
             }
@@ -488,6 +493,7 @@ fn runner_options(api: &str) -> Vec<(&'static str, String)> {
         ("k8s_namespace", NAMESPACE),
         ("k8s_image", "flywheel:test"),
         ("k8s_poll_ms", "200"),
+        ("k8s_stuck_after_secs", "1"),
         (
             "k8s_secret_env",
             "FLYWHEEL__ARTIFACTS__S3__ACCESS_KEY_ID=flywheel/s3-access-key-id,\
@@ -705,6 +711,7 @@ async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
             ("oom", Behaviour::OomKilled),
             ("huge", Behaviour::Refused),
             ("stuck", Behaviour::Unschedulable),
+            ("pull", Behaviour::BadImage),
         ],
         true,
     )
@@ -724,6 +731,9 @@ async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
         .await?;
     let bad = stack
         .submit(submit("k8s-bad", "bad", "no_such_column"), "default")
+        .await?;
+    let pull = stack
+        .submit(submit("k8s-pull", "pull", "label"), "default")
         .await?;
     let stuck = stack
         .submit(submit("k8s-stuck", "stuck", "label"), "default")
@@ -777,6 +787,34 @@ async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
         "{done}"
     );
 
+    // An image that cannot be pulled needs a person: each attempt gives up after
+    // k8s_stuck_after_secs and deletes its Job (unschedulable pods, below, wait on).
+    let done = stack.wait_job(&id(&pull), None, MINUTE).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not start for 1 s: ImagePullBackOff: Back-off pulling image"),
+        "{done}"
+    );
+    let attempts = done["attempts"].as_u64().unwrap_or_default();
+    let pull_jobs: Vec<String> = posts_of(&cluster, "pull")
+        .iter()
+        .filter_map(|b| b["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(pull_jobs.len() as u64, attempts);
+    for name in &pull_jobs {
+        let path = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}");
+        assert!(
+            cluster
+                .recorded()
+                .iter()
+                .any(|r| r.method == Method::DELETE && r.path == path),
+            "{name} deleted"
+        );
+    }
+
     // Unschedulable: the reason shows as progress; cancelling deletes the Job.
     let stuck_id = id(&stuck);
     let deadline = Instant::now() + MINUTE;
@@ -816,7 +854,7 @@ async fn kubernetes_failures_become_training_events() -> anyhow::Result<()> {
     let delete = cluster
         .recorded()
         .into_iter()
-        .find(|r| r.method == Method::DELETE)
+        .find(|r| r.method == Method::DELETE && r.path == job_path)
         .context("delete")?;
     assert_eq!(
         delete.body["propagationPolicy"], "Background",
