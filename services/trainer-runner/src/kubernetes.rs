@@ -29,6 +29,9 @@ use manifest::{RUNNER_POD_LABEL, label_value};
 /// The training container's name in every Job.
 const CONTAINER: &str = "train";
 
+/// How long start-up waits to list the Jobs a previous process left.
+const ORPHAN_LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Waiting reasons that only a person can clear (a wrong image, a missing Secret key), unlike
 /// `Unschedulable`, which a node freeing up or an autoscaler may clear.
 const STUCK_REASONS: [&str; 6] = [
@@ -215,14 +218,21 @@ impl Cluster {
             return;
         };
         let selector = format!("{RUNNER_POD_LABEL}={}", label_value(pod));
-        let jobs = match self
-            .jobs
-            .list(&ListParams::default().labels(&selector))
-            .await
-        {
-            Ok(jobs) => jobs.items,
-            Err(e) => {
+        // At start-up: an unreachable API server must not hold the runner back for kube's
+        // minutes-long timeouts (the orphans' deadlines bound them anyway).
+        let listed = tokio::time::timeout(
+            ORPHAN_LIST_TIMEOUT,
+            self.jobs.list(&ListParams::default().labels(&selector)),
+        )
+        .await;
+        let jobs = match listed {
+            Ok(Ok(jobs)) => jobs.items,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot list this pod's earlier Kubernetes Jobs");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("the Kubernetes API did not answer; earlier Jobs left as they are");
                 return;
             }
         };
