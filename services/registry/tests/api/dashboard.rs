@@ -116,22 +116,23 @@ async fn dashboard_serves_the_overview_and_streams_events(r: &Registry) -> anyho
 
     // The event log holds what was published: the alert, under its deployment. The log has
     // its own consumer, so it may catch up a moment after the alert was counted.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let recent = loop {
-        let recent: Value = r
-            .http
-            .get(r.url("/api/v1/events/recent?deployment=churn"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if recent.as_array().is_some_and(|events| !events.is_empty())
-            || std::time::Instant::now() >= deadline
-        {
-            break recent;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut recent = Value::Null;
+    flywheel_testkit::wait_for(
+        "the alert in the event log",
+        Duration::from_secs(20),
+        async || {
+            recent = r
+                .http
+                .get(r.url("/api/v1/events/recent?deployment=churn"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(recent.as_array().is_some_and(|events| !events.is_empty()))
+        },
+    )
+    .await
+    .with_context(|| format!("recent: {recent}"))?;
     assert_eq!(recent[0]["type"], "monitor.alert.raised", "{recent}");
     assert_eq!(recent.as_array().map(Vec::len), Some(1), "{recent}");
     // Charts are SVG; an unknown one is a 404 that names the known ones.
